@@ -1,0 +1,39 @@
+# Two commands do all the set-up: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATASET ?= indian_pines
+export KEDRO_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export MPLBACKEND := Agg
+
+.PHONY: run test test-all benchmarks viz demo-data clean-venv
+
+run: $(STAMP) demo-data
+	$(BIN)/kedro run --pipeline mae_pretrain --params dataset=$(DATASET)
+
+demo-data: $(STAMP)
+	@if [ ! -d data/01_raw/indian_pines ]; then $(BIN)/kedro run --pipeline demo_data; fi
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q --run-slow
+
+benchmarks: $(STAMP)
+	$(BIN)/python -m benchmarks.run_all
+
+viz: $(STAMP)
+	$(BIN)/kedro viz run --host 127.0.0.1
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 1; }
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+clean-venv:
+	rm -rf $(VENV)
