@@ -1,0 +1,6 @@
+"""Kedro dataset classes the catalog needs and kedro-datasets lacks."""
+
+from .cube_store_dataset import CubeStoreDataset
+from .raw_folder_dataset import RawFolderDataset
+
+__all__ = ["CubeStoreDataset", "RawFolderDataset"]

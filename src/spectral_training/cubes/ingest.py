@@ -1,0 +1,500 @@
+"""Ingestion: scan a raw dataset folder, validate every file, tile it, append it to the store.
+
+Two steps, so that a broken file is known (and reported) before anything is written:
+
+1. :func:`scan_folder` reads every supported file once, checks it and returns an
+   :class:`IngestionPlan` with the accepted files and the rejected ones with their reasons.
+2. :func:`append_plan` reads the accepted files again, tiles them, repairs or rejects
+   non-finite tiles, and appends new tiles (by content hash) to the store.
+
+Files under the raw folder are only ever opened read-only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .readers import SUPPORTED_SUFFIXES, CubeFileError, RawCube, read_cube
+from .splits import split_of, validate_fractions
+from .store import CubeStore, TileBatch
+from .tiling import NAN_POLICIES, batched, cut, cut_maps, majority_labels, repair_nonfinite, tile_windows
+
+log = logging.getLogger(__name__)
+
+LABEL_SOURCES = ("auto", "folders", "maps", "none")
+INDEX_COLUMNS = {
+    "store_index": "int64", "sample_id": "str", "source_file": "str", "window": "str", "row": "int32",
+    "col": "int32", "content_hash": "str", "label": "int64", "split": "str",
+}
+TILES_PER_BATCH = 64
+
+
+@dataclass
+class IngestionParams:
+    """Everything ingestion reads from ``parameters_ingestion.yml``."""
+
+    tile_size: int = 32
+    stride: int | None = None  # None: tile_size (no overlap)
+    layout: str = "auto"
+    cube_key: str | None = None
+    labels_key: str = "labels"
+    scale: float | None = None
+    label_source: str = "auto"
+    nan_policy: str = "band_mean"
+    max_nonfinite_tile: float = 0.01
+    max_nonfinite_file: float = 0.25
+    strict: bool = False
+    compression: str | None = None
+    splits: dict = field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
+    show_progress: bool = True
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "IngestionParams":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(
+                f"ingestion parameters: unknown key(s) {sorted(unknown)}; known keys are {sorted(known)}"
+            )
+        params = cls(**raw)
+        params.validate()
+        return params
+
+    def validate(self) -> None:
+        if int(self.tile_size) < 1:
+            raise ValueError(f"ingestion.tile_size must be a positive number of pixels, got {self.tile_size}")
+        if self.stride is not None and int(self.stride) < 1:
+            raise ValueError(f"ingestion.stride must be positive or null, got {self.stride}")
+        if self.layout not in ("auto", "HWC", "CHW"):
+            raise ValueError(f"ingestion.layout '{self.layout}' is unknown: use auto, HWC or CHW")
+        if self.label_source not in LABEL_SOURCES:
+            raise ValueError(f"ingestion.label_source '{self.label_source}' is unknown: use one of {LABEL_SOURCES}")
+        if self.nan_policy not in NAN_POLICIES:
+            raise ValueError(f"ingestion.nan_policy '{self.nan_policy}' is unknown: use one of {NAN_POLICIES}")
+        for name in ("max_nonfinite_tile", "max_nonfinite_file"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"ingestion.{name} is a fraction between 0 and 1, got {getattr(self, name)}")
+        self.splits = validate_fractions(self.splits)
+
+    @property
+    def effective_stride(self) -> int:
+        return int(self.stride or self.tile_size)
+
+
+@dataclass
+class FileEntry:
+    file: str  # relative to the raw folder, with forward slashes
+    shape: list[int]  # (C, H, W)
+    class_name: str | None
+    has_label_map: bool
+    nonfinite_fraction: float
+
+
+@dataclass
+class IngestionPlan:
+    """The outcome of the scan: what will be appended and what was rejected, with reasons."""
+
+    dataset: str
+    raw_root: str
+    num_bands: int | None
+    band_names: list[str] | None
+    wavelengths_nm: list[float] | None
+    class_names: list[str]
+    accepted: list[FileEntry] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "IngestionPlan":
+        data = dict(raw)
+        data["accepted"] = [FileEntry(**entry) for entry in data.get("accepted", [])]
+        return cls(**data)
+
+
+class IngestionError(RuntimeError):
+    """A problem that stops ingestion (with ``strict=true``, any rejected file)."""
+
+
+# ---- dataset folders --------------------------------------------------------------------------
+def check_dataset_name(name: str) -> str:
+    """A dataset name is a plain folder name: no path separator, no '..', not empty."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name or ".." in name:
+        raise ValueError(
+            f"dataset name {name!r} is not a plain folder name: use the name of a folder under "
+            f"data/01_raw/ (letters, digits, '_', '-'), with no '/', '\\' or '..'"
+        )
+    if name.startswith(".") or any(ord(ch) < 32 for ch in name):
+        raise ValueError(f"dataset name {name!r} is not a plain folder name (hidden or control characters)")
+    return name
+
+
+def resolve_dataset_folder(raw_root: str | Path) -> Path:
+    """The raw folder of a dataset; an error lists the datasets that do exist when it is missing."""
+    folder = Path(raw_root)
+    check_dataset_name(folder.name)
+    if not folder.is_dir():
+        parent = folder.parent
+        existing = sorted(p.name for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")) if parent.is_dir() else []
+        listing = ", ".join(existing) if existing else "none yet (run `kedro run --pipeline demo_data` for the demo)"
+        raise FileNotFoundError(
+            f"dataset '{folder.name}' has no folder {folder}. Datasets that exist: {listing}. "
+            f"Put your files in {folder}/ or pass --params dataset=<one of those>."
+        )
+    return folder
+
+
+def list_candidate_files(folder: Path) -> tuple[list[Path], list[dict]]:
+    """Supported files under ``folder`` (recursive, sorted) and the skipped ones with a reason."""
+    supported, skipped = [], []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        if any(part.startswith(".") for part in Path(rel).parts):
+            continue  # hidden files and folders (.DS_Store, .ipynb_checkpoints) are not data
+        if path.suffix.lower() in SUPPORTED_SUFFIXES:
+            supported.append(path)
+        elif path.name.lower() not in ("readme", "readme.md", "readme.txt", "licence", "license", "license.txt"):
+            skipped.append(
+                {"file": rel, "reason": f"unsupported file type '{path.suffix or path.name}': "
+                 f"convert it to one of {', '.join(sorted(SUPPORTED_SUFFIXES))} or move it out of the folder"}
+            )
+    return supported, skipped
+
+
+def class_of(rel: str, label_source: str, use_folders: bool) -> str | None:
+    parts = rel.split("/")
+    if label_source == "folders" or (label_source == "auto" and use_folders):
+        return parts[0] if len(parts) > 1 else None
+    return None
+
+
+def folders_look_like_classes(rels: list[str]) -> bool:
+    """``auto`` reads class sub-folders when every file sits in one of at least two sub-folders."""
+    tops = {r.split("/")[0] for r in rels if "/" in r}
+    return bool(rels) and all("/" in r for r in rels) and len(tops) >= 2
+
+
+# ---- step 1: scan ------------------------------------------------------------------------------
+def _read(path: Path, params: IngestionParams) -> RawCube:
+    return read_cube(path, cube_key=params.cube_key, layout=params.layout, scale=params.scale, labels_key=params.labels_key)
+
+
+def scan_folder(
+    raw_root: str | Path, params: IngestionParams, *, store: CubeStore | None = None, dataset: str | None = None
+) -> IngestionPlan:
+    """Read every supported file once and decide which ones can be ingested.
+
+    The band count every file must have is the store's when it exists, else the most common
+    one in the folder. With ``params.strict`` the first rejected file raises :class:`IngestionError`.
+    """
+    folder = resolve_dataset_folder(raw_root)
+    files, skipped = list_candidate_files(folder)
+    rels = [p.relative_to(folder).as_posix() for p in files]
+    use_folders = params.label_source == "folders" or (
+        params.label_source == "auto" and folders_look_like_classes(rels)
+    )
+    info = store.info if store is not None and store.exists() else None
+
+    rejected: list[dict] = []
+
+    def reject(rel: str, reason: str) -> None:
+        rejected.append({"file": rel, "reason": reason})
+        log.warning("rejected %s: %s", rel, reason)
+        if params.strict:
+            raise IngestionError(f"{rel}: {reason} (strict=true makes the first problem fatal; set strict=false to skip it)")
+
+    for entry in skipped:
+        reject(entry["file"], entry["reason"])
+
+    candidates: list[tuple[FileEntry, RawCube]] = []
+    for path, rel in tqdm(list(zip(files, rels)), desc="scan", unit="file", disable=not params.show_progress):
+        try:
+            cube = _read(path, params)
+        except CubeFileError as err:
+            reject(rel, f"{err.reason} Fix: {err.fix}")
+            continue
+        except Exception as err:  # a reader bug or an exotic file must not stop the folder
+            reject(rel, f"could not be read ({type(err).__name__}: {err}). Fix: check the file opens in its own tools")
+            continue
+        c, h, w = cube.data.shape
+        if h < params.tile_size or w < params.tile_size:
+            reject(rel, f"image is {h}x{w} px, smaller than tile_size {params.tile_size}. Fix: lower ingestion.tile_size")
+            continue
+        nonfinite = float(1.0 - np.isfinite(cube.data).mean()) if cube.data.size else 1.0
+        if nonfinite > params.max_nonfinite_file:
+            reject(rel, f"{nonfinite:.1%} of its values are non-finite (NaN/Inf), above max_nonfinite_file="
+                   f"{params.max_nonfinite_file}. Fix: mask or fill the invalid pixels, or raise the threshold")
+            continue
+        entry = FileEntry(rel, [c, h, w], class_of(rel, params.label_source, use_folders), cube.label_map is not None, nonfinite)
+        # Keep only the metadata: data is read again when appended, so memory holds one file.
+        cube.data = None  # type: ignore[assignment]
+        cube.label_map = None
+        candidates.append((entry, cube))
+
+    num_bands = info["num_bands"] if info else _most_common_band_count([e for e, _ in candidates])
+    accepted: list[FileEntry] = []
+    for entry, cube in candidates:
+        if entry.shape[0] != num_bands:
+            where = "the store" if info else "most files of the dataset"
+            reject(entry.file, f"has {entry.shape[0]} bands but {where} has {num_bands}. "
+                   f"Fix: ingest it as its own dataset, or resample it to {num_bands} bands")
+            continue
+        accepted.append(entry)
+
+    metadata_source = next((cube for entry, cube in candidates if entry in accepted), None)
+    class_names = list(info["class_names"]) if info else []
+    for entry in accepted:
+        if entry.class_name is not None and entry.class_name not in class_names:
+            class_names.append(entry.class_name)  # new classes go last so old labels keep their index
+    if info is None:
+        class_names = sorted(class_names)
+
+    return IngestionPlan(
+        dataset=dataset or folder.name,
+        raw_root=str(folder),
+        num_bands=num_bands,
+        band_names=(info["band_names"] if info else metadata_source.band_names if metadata_source else None),
+        wavelengths_nm=(info["wavelengths_nm"] if info else metadata_source.wavelengths_nm if metadata_source else None),
+        class_names=class_names,
+        accepted=accepted,
+        rejected=rejected,
+        params=asdict(params),
+    )
+
+
+def _most_common_band_count(entries: list[FileEntry]) -> int | None:
+    if not entries:
+        return None
+    counts = Counter(e.shape[0] for e in entries)
+    best = max(counts.values())
+    # On a tie the first file in sorted order decides, so the choice is reproducible.
+    return next(e.shape[0] for e in entries if counts[e.shape[0]] == best)
+
+
+# ---- step 2: append ----------------------------------------------------------------------------
+@dataclass
+class AppendCounters:
+    tiles_total: int = 0
+    repaired_tiles: int = 0
+    repaired_values: int = 0
+    rejected_tiles: list[dict] = field(default_factory=list)
+    failed_files: list[dict] = field(default_factory=list)
+    per_file: dict[str, dict] = field(default_factory=dict)
+
+
+def iter_tile_batches(plan: IngestionPlan, params: IngestionParams, counters: AppendCounters) -> Iterator[TileBatch]:
+    """Tiles of every accepted file, ``TILES_PER_BATCH`` at a time, repaired and labelled."""
+    root = Path(plan.raw_root)
+    class_index = {name: i for i, name in enumerate(plan.class_names)}
+    for entry in tqdm(plan.accepted, desc="tile+append", unit="file", disable=not params.show_progress):
+        try:
+            cube = _read(root / entry.file, params)
+        except Exception as err:  # the file changed or vanished since the scan
+            counters.failed_files.append({"file": entry.file, "reason": f"could not be read again: {err}"})
+            continue
+        _, h, w = cube.data.shape
+        windows = tile_windows(h, w, params.tile_size, params.effective_stride)
+        file_counts = counters.per_file.setdefault(entry.file, {"tiles": 0, "repaired_tiles": 0, "rejected_tiles": 0})
+        for part in batched(len(windows), TILES_PER_BATCH):
+            win = windows[part]
+            tiles = cut(cube.data, win)
+            repair = repair_nonfinite(tiles, params.nan_policy, params.max_nonfinite_tile)
+            for i in np.flatnonzero(~repair.kept):
+                counters.rejected_tiles.append({
+                    "file": entry.file, "window": _window_text(win[i]),
+                    "reason": f"{repair.nonfinite_fraction[i]:.1%} non-finite values, above max_nonfinite_tile="
+                              f"{params.max_nonfinite_tile} (nan_policy={params.nan_policy})",
+                })
+            kept = repair.kept
+            counters.tiles_total += len(win)
+            counters.repaired_tiles += repair.repaired_tiles
+            counters.repaired_values += repair.repaired_values
+            file_counts["tiles"] += int(kept.sum())
+            file_counts["repaired_tiles"] += repair.repaired_tiles
+            file_counts["rejected_tiles"] += int((~kept).sum())
+            if not kept.any():
+                continue
+            win = win[kept]
+            use_maps = cube.label_map is not None and params.label_source != "none"
+            maps = cut_maps(cube.label_map, win) if use_maps else None
+            if entry.class_name is not None:
+                labels = np.full(len(win), class_index[entry.class_name], dtype=np.int64)
+            elif maps is not None:
+                labels = majority_labels(maps)
+            else:
+                labels = np.full(len(win), -1, dtype=np.int64)
+            yield TileBatch(
+                cubes=tiles if kept.all() else tiles[kept],
+                sample_ids=[f"{entry.file}@{r},{c}" for r, c, _, _ in win],
+                source_file=entry.file,
+                windows=win,
+                labels=labels,
+                label_maps=maps,
+            )
+        del cube
+
+
+def _window_text(window: np.ndarray) -> str:
+    r, c, h, w = (int(v) for v in window)
+    return f"rows {r}:{r + h}, cols {c}:{c + w}"
+
+
+def append_plan(store: CubeStore, plan: IngestionPlan, params: IngestionParams) -> dict:
+    """Create the store when missing, append the plan's new tiles, return the append record.
+
+    The record (also kept in the store's ``ingestion_log``) holds the counts the report needs.
+    """
+    if not store.exists():
+        if plan.num_bands is None:
+            # Every file was rejected: nothing to store, but the report must still say why.
+            log.error("no file of %s could be ingested (%d rejected)", plan.raw_root, len(plan.rejected))
+            return {"appended": 0, "duplicates": 0, "tiles_total": 0, "failed_files": [], "per_file": {}}
+        store.create(
+            num_bands=plan.num_bands,
+            tile_size=params.tile_size,
+            band_names=plan.band_names,
+            wavelengths_nm=plan.wavelengths_nm,
+            class_names=plan.class_names,
+            compression=params.compression,
+        )
+    counters = AppendCounters()
+    if store.exists():
+        plan = _reconcile_with_store(plan, store.info, params, counters)
+        _update_class_names(store, plan.class_names)
+    started = time.perf_counter()
+
+    def record(summary) -> dict:
+        return {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "files": [e.file for e in plan.accepted],
+            "appended": summary.appended,
+            "duplicates": summary.duplicates,
+            "duplicate_ids": summary.duplicate_ids[:1000],
+            "tiles_total": counters.tiles_total,
+            "repaired_tiles": counters.repaired_tiles,
+            "repaired_values": counters.repaired_values,
+            "rejected_tiles": counters.rejected_tiles,
+            "failed_files": counters.failed_files,
+            "per_file": {f: {**c, **summary.per_file.get(f, {})} for f, c in counters.per_file.items()},
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+
+    store.append(iter_tile_batches(plan, params, counters), log_entry=record)
+    return store.ingestion_log()[-1]
+
+
+def _reconcile_with_store(plan: IngestionPlan, info: dict, params: IngestionParams, counters: "AppendCounters") -> IngestionPlan:
+    """Files must match the store's band count; classes keep the store's order, new ones go last."""
+    accepted = []
+    for entry in plan.accepted:
+        if entry.shape[0] != info["num_bands"]:
+            reason = (f"has {entry.shape[0]} bands but the store {info.get('path', '')} has {info['num_bands']}. "
+                      f"Fix: ingest it as its own dataset, or resample it to {info['num_bands']} bands")
+            if params.strict:
+                raise IngestionError(f"{entry.file}: {reason} (strict=true makes the first problem fatal)")
+            counters.failed_files.append({"file": entry.file, "reason": reason})
+            continue
+        accepted.append(entry)
+    class_names = list(info["class_names"]) + [c for c in plan.class_names if c not in info["class_names"]]
+    return replace(plan, accepted=accepted, class_names=class_names)
+
+
+def _update_class_names(store: CubeStore, class_names: list[str]) -> None:
+    import json
+
+    import h5py
+
+    with h5py.File(store.path, "r+") as f:
+        if json.loads(f.attrs["class_names"]) != class_names:
+            f.attrs["class_names"] = json.dumps(class_names)
+
+
+# ---- step 3: index and report ------------------------------------------------------------------
+def build_sample_index(store: CubeStore, splits: dict[str, float]) -> pd.DataFrame:
+    """One row per stored sample: id, source, window, hash, label, split (a pure function of the id)."""
+    fractions = validate_fractions(splits)
+    if not store.exists():
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in INDEX_COLUMNS.items()})
+    ids = store.column("sample_ids")
+    windows = store.column("window")
+    index = pd.DataFrame({
+        "store_index": np.arange(len(ids), dtype=np.int64),
+        "sample_id": ids.astype(str),
+        "source_file": store.column("source_file").astype(str),
+        "window": [_window_text(w) for w in windows],
+        "row": windows[:, 0] if len(windows) else np.zeros(0, np.int32),
+        "col": windows[:, 1] if len(windows) else np.zeros(0, np.int32),
+        "content_hash": store.column("content_hash").astype(str),
+        "label": store.column("labels").astype(np.int64),
+    })
+    index["split"] = [split_of(sid, fractions) for sid in index["sample_id"]]
+    return index
+
+
+def build_report(plan: IngestionPlan, record: dict, index: pd.DataFrame, store: CubeStore) -> dict:
+    """The ingestion report: ingested and rejected files, with counts of tiles, duplicates, repairs."""
+    per_file = record.get("per_file", {})
+    ingested = [
+        {"file": e.file, "shape_chw": e.shape, "class": e.class_name,
+         "nonfinite_fraction": round(e.nonfinite_fraction, 6), **per_file.get(e.file, {})}
+        for e in plan.accepted if e.file not in {f["file"] for f in record.get("failed_files", [])}
+    ]
+    rejected = list(plan.rejected) + list(record.get("failed_files", []))
+    return {
+        "dataset": plan.dataset,
+        "raw_folder": plan.raw_root,
+        "store": str(store.path) if store.exists() else None,
+        "ingested": ingested,
+        "rejected": rejected,
+        "rejected_tiles": record.get("rejected_tiles", []),
+        "counts": {
+            "files_ingested": len(ingested),
+            "files_rejected": len(rejected),
+            "tiles_cut": record.get("tiles_total", 0),
+            "tiles_appended": record.get("appended", 0),
+            "duplicates": record.get("duplicates", 0),
+            "tiles_rejected": len(record.get("rejected_tiles", [])),
+            "repaired_tiles": record.get("repaired_tiles", 0),
+            "repaired_values": record.get("repaired_values", 0),
+            "samples_in_store": int(len(index)),
+            "samples_per_split": {k: int(v) for k, v in index["split"].value_counts().sort_index().items()},
+        },
+        "num_bands": plan.num_bands,
+        "class_names": plan.class_names,
+        "params": plan.params,
+    }
+
+
+def ingest_folder(raw_root: str | Path, store_path: str | Path, params: IngestionParams) -> tuple[dict, pd.DataFrame]:
+    """All three steps in one call (for scripts, tests and benchmarks): returns report and index."""
+    store = CubeStore(store_path)
+    plan = scan_folder(raw_root, params, store=store)
+    record = append_plan(store, plan, params)
+    index = build_sample_index(store, params.splits)
+    return build_report(plan, record, index, store), index
+
+
+@dataclass
+class PendingAppend:
+    """What the ingestion node hands to the store's catalog dataset: the append is done on save.
+
+    The store is appendable, so the catalog entry's dataset appends instead of overwriting, and
+    tiles stream from the raw files into the store without being held in memory together.
+    """
+
+    plan: IngestionPlan
+    params: IngestionParams
+
+    def write_into(self, store: CubeStore) -> dict:
+        return append_plan(store, self.plan, self.params)

@@ -1,0 +1,98 @@
+"""Cutting cubes into tiles, repairing a few non-finite values, labelling tiles."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+NAN_POLICIES = ("band_mean", "zero", "reject")
+
+
+def tile_starts(size: int, tile: int, stride: int) -> list[int]:
+    """Window starts along one axis; the last window is aligned to the edge so no pixel is lost."""
+    if tile > size:
+        return []
+    starts = list(range(0, size - tile + 1, stride))
+    if starts[-1] != size - tile:
+        starts.append(size - tile)
+    return starts
+
+
+def tile_windows(height: int, width: int, tile: int, stride: int) -> np.ndarray:
+    """All windows of a (height, width) image as int32 rows of (row, col, tile, tile)."""
+    rows, cols = tile_starts(height, tile, stride), tile_starts(width, tile, stride)
+    return np.array([(r, c, tile, tile) for r in rows for c in cols], dtype=np.int32).reshape(-1, 4)
+
+
+def cut(cube: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """Copy the windows of a (C, H, W) cube into one (k, C, T, T) float32 array."""
+    k = len(windows)
+    c = cube.shape[0]
+    t = int(windows[0, 2]) if k else 0
+    out = np.empty((k, c, t, t), dtype=np.float32)
+    for i, (r, col, h, w) in enumerate(windows):
+        out[i] = cube[:, r : r + h, col : col + w]
+    return out
+
+
+def cut_maps(label_map: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    return np.stack([label_map[r : r + h, c : c + w] for r, c, h, w in windows]).astype(np.int32)
+
+
+def majority_labels(label_maps: np.ndarray) -> np.ndarray:
+    """Most frequent non-zero class of each (T, T) map; -1 when a tile has no labelled pixel.
+
+    Ties go to the smaller class id, so the result is deterministic.
+    """
+    labels = np.full(len(label_maps), -1, dtype=np.int64)
+    for i, tile_map in enumerate(label_maps):
+        classes = tile_map[tile_map > 0]
+        if classes.size:
+            labels[i] = int(np.bincount(classes).argmax())
+    return labels
+
+
+@dataclass
+class RepairResult:
+    tiles: np.ndarray  # the tiles that are kept, repaired in place
+    kept: np.ndarray  # bool (k,), False for tiles rejected for too many non-finite values
+    nonfinite_fraction: np.ndarray  # float (k,)
+    repaired_tiles: int
+    repaired_values: int
+
+
+def repair_nonfinite(tiles: np.ndarray, policy: str, max_fraction: float) -> RepairResult:
+    """Replace a few NaN/Inf values per tile; reject tiles with more than ``max_fraction`` of them.
+
+    ``band_mean`` fills a value with the mean of the finite values of its band in the same tile
+    (a band with no finite value in the tile gets 0); ``zero`` fills 0; ``reject`` rejects any
+    tile with a non-finite value.
+    """
+    if policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy '{policy}' is unknown: use one of {', '.join(NAN_POLICIES)}")
+    k = len(tiles)
+    bad = ~np.isfinite(tiles)
+    per_tile = bad.reshape(k, -1).sum(axis=1)
+    fraction = per_tile / max(tiles[0].size, 1) if k else np.zeros(0)
+    limit = 0.0 if policy == "reject" else max_fraction
+    kept = fraction <= limit
+    repaired_tiles = repaired_values = 0
+    for i in np.flatnonzero(kept & (per_tile > 0)):
+        tile, tile_bad = tiles[i], bad[i]
+        if policy == "zero":
+            tile[tile_bad] = 0.0
+        else:
+            finite_sum = np.where(tile_bad, 0.0, tile).sum(axis=(1, 2), dtype=np.float64)
+            finite_count = (~tile_bad).sum(axis=(1, 2))
+            band_mean = np.divide(finite_sum, finite_count, out=np.zeros_like(finite_sum), where=finite_count > 0)
+            tile[tile_bad] = np.broadcast_to(band_mean[:, None, None], tile.shape)[tile_bad]
+        repaired_tiles += 1
+        repaired_values += int(per_tile[i])
+    return RepairResult(tiles, kept, fraction, repaired_tiles, repaired_values)
+
+
+def batched(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))

@@ -1,0 +1,80 @@
+"""Training curves for reports (see :mod:`spectral_training.plots.reconstruction` for conventions)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from matplotlib.figure import Figure
+
+__all__ = ["plot_loss_curves"]
+
+_TRAIN_KEYS = ("train_loss", "loss", "train")
+_VAL_KEYS = ("val_loss", "valid_loss", "validation_loss", "val")
+_LR_KEYS = ("lr", "learning_rate")
+
+
+def _pick(row: Mapping[str, Any], keys: Sequence[str]) -> float:
+    for key in keys:
+        value = row.get(key)
+        if value is not None:
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(value):
+                return value
+    return math.nan
+
+
+def plot_loss_curves(history: Sequence[Mapping[str, Any]], loss_label: str = "loss") -> Figure:
+    """Train and validation loss per epoch, learning rate on a twin axis when recorded.
+
+    Args:
+        history: one dict per epoch. Read keys: ``epoch`` (else 1, 2, ...), train loss
+            ``train_loss`` | ``loss`` | ``train``, validation loss ``val_loss`` | ``valid_loss`` |
+            ``validation_loss`` | ``val``, learning rate ``lr`` | ``learning_rate``. Missing, ``None`` or
+            non-finite values are gaps; a series absent from every epoch is not drawn.
+        loss_label: y-axis label, e.g. "masked MSE (normalised units)".
+
+    Returns:
+        Figure with one axis (two when a learning rate is present). Markers make a single epoch
+        visible; an empty history gives a figure that says so.
+    """
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title("Training curves")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(loss_label)
+    if not history:
+        ax.text(0.5, 0.5, "no epochs recorded", ha="center", va="center", transform=ax.transAxes)
+        return fig
+    epochs = [float(row.get("epoch", i + 1)) for i, row in enumerate(history)]
+    train = [_pick(row, _TRAIN_KEYS) for row in history]
+    val = [_pick(row, _VAL_KEYS) for row in history]
+    lr = [_pick(row, _LR_KEYS) for row in history]
+
+    def present(v: list[float]) -> bool:
+        return any(math.isfinite(x) for x in v)
+
+    lines = []
+    if present(train):
+        lines += ax.plot(epochs, train, marker="o", color="C0", label="train loss")
+    if present(val):
+        lines += ax.plot(epochs, val, marker="s", color="C1", label="validation loss")
+    if present(lr):
+        ax_lr = ax.twinx()
+        lines += ax_lr.plot(epochs, lr, linestyle=":", marker=".", color="C2", label="learning rate")
+        ax_lr.set_ylabel("learning rate")
+        positive = [x for x in lr if math.isfinite(x) and x > 0]
+        if positive and len(positive) == sum(math.isfinite(x) for x in lr) and max(positive) / min(positive) > 100:
+            ax_lr.set_yscale("log")
+    if len(set(epochs)) == 1:
+        ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+    ax.grid(True, alpha=0.3)
+    if lines:
+        ax.legend(handles=lines, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no loss values recorded", ha="center", va="center", transform=ax.transAxes)
+    return fig
