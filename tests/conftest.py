@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny real raw files and a throwaway Kedro project for end-to-end runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent / "cubes"))  # the file corpus: `from corpus import ...`
+
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with `make test-all` (pytest --run-slow)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+class KedroProject:
+    """A copy of the project's configuration in a temp folder, with its own data/ tree."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def raw(self, dataset: str) -> Path:
+        folder = self.root / "data" / "01_raw" / dataset
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    def kedro(self, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+        env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "MPLBACKEND": "Agg",
+               "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+        kedro = Path(sys.executable).with_name("kedro")
+        return subprocess.run([str(kedro), *args], cwd=self.root, env=env, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def kedro_project(tmp_path: Path) -> KedroProject:
+    root = tmp_path / "project"
+    root.mkdir()
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy(PROJECT_ROOT / name, root / name)
+    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf" / "local").mkdir()
+    (root / "src").mkdir()  # Kedro checks it exists; the package itself is installed in the venv
+    (root / "data").mkdir()
+    return KedroProject(root)
