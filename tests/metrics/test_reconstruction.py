@@ -217,3 +217,18 @@ def test_wrong_band_count_and_mask_dtype_are_explained():
         m.update(x, x, _all(x))
     with pytest.raises(TypeError, match="bool"):
         ReconstructionMetrics(3, 1.0).update(x, x, torch.ones_like(x))
+
+
+def test_state_does_not_grow_with_batches():
+    m = ReconstructionMetrics(3, 1.0)
+    x = _cube(b=1)
+
+    def state_size():
+        return sum(v.numel() for v in vars(m).values() if isinstance(v, torch.Tensor))
+
+    m.update(x, x + 0.1, _all(x))
+    size = state_size()
+    for _ in range(3):
+        m.update(x, x + 0.1, _all(x))
+    assert state_size() == size
+    assert m.compute()["counts"]["images"] == 4

@@ -109,7 +109,7 @@ def test_loss_curves_with_lr_on_twin_axis(tmp_path):
 def test_loss_curves_single_epoch_without_val(tmp_path):
     fig = plot_loss_curves([{"epoch": 0, "train_loss": 0.5}])
     assert len(fig.axes) == 1
-    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["train loss"]
     _save(fig, tmp_path, "curves1", min_bytes=3_000)
 

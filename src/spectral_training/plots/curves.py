@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = ["plot_loss_curves"]
 
@@ -39,8 +40,8 @@ def plot_loss_curves(history: Sequence[Mapping[str, Any]], loss_label: str = "lo
         loss_label: y-axis label, e.g. "masked MSE (normalised units)".
 
     Returns:
-        Figure with one axis (two when a learning rate is present). Markers make a single epoch
-        visible; an empty history gives a figure that says so.
+        Figure with one axis (two when a learning rate is present) and a figure legend below
+        the plot. Markers make a single epoch visible; an empty history gives a figure that says so.
     """
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.add_subplot()
@@ -73,8 +74,9 @@ def plot_loss_curves(history: Sequence[Mapping[str, Any]], loss_label: str = "lo
     if len(set(epochs)) == 1:
         ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
     ax.grid(True, alpha=0.3)
-    if lines:
-        ax.legend(handles=lines, loc="best")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if lines:  # below the plot, so no curve (on either axis) hides under it
+        fig.legend(handles=lines, loc="outside lower center", ncols=len(lines))
     else:
         ax.text(0.5, 0.5, "no loss values recorded", ha="center", va="center", transform=ax.transAxes)
     return fig
