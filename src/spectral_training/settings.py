@@ -1,6 +1,7 @@
 """Project settings: hooks, configuration loading, and telemetry off."""
 
 import os
+import warnings
 
 from kedro.config import OmegaConfigLoader
 
@@ -9,6 +10,11 @@ from spectral_training.hooks import DatasetNameHooks
 # kedro-telemetry must never prompt or send anything from this project (also set in .telemetry).
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+
+# Third-party notices that say nothing about this project's run (kedro-mlflow imports mlflow's
+# pyfunc, which warns about type hints; kedro registers resolvers through a deprecated call).
+warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
+warnings.filterwarnings("ignore", message=".*register_new_resolver.*")
 
 HOOKS = (DatasetNameHooks(),)
 

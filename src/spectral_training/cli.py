@@ -1,0 +1,41 @@
+"""Project commands added to `kedro`: `kedro params` prints a run's resolved parameters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import yaml
+from kedro.framework.cli.project import run  # noqa: F401  (kedro looks up `run` in this module)
+from kedro.framework.cli.utils import _split_params
+from kedro.framework.project import pipelines
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+
+@click.group(name="spectral_training")
+def cli() -> None:
+    """Spectral Training project commands."""
+
+
+def _top_level_params(pipeline_name: str | None, params: dict) -> dict:
+    if pipeline_name is None:
+        return params
+    if pipeline_name not in pipelines:
+        raise click.BadParameter(f"unknown pipeline '{pipeline_name}'; known: {', '.join(sorted(pipelines))}")
+    used = {name.split(":", 1)[1].split(".")[0] for name in pipelines[pipeline_name].inputs() if name.startswith("params:")}
+    return {key: value for key, value in params.items() if key in used or key == "dataset"}
+
+
+@cli.command("params")
+@click.option("--pipeline", "-p", "pipeline_name", default=None, help="Only the parameters this pipeline reads.")
+@click.option("--params", "runtime_params", default="", callback=_split_params,
+              help="The same overrides `kedro run --params` takes, e.g. model.variant=small.")
+@click.option("--env", "-e", default=None, help="Configuration environment, as for `kedro run`.")
+def show_params(pipeline_name: str | None, runtime_params: dict, env: str | None) -> None:
+    """Print the fully resolved parameters of a run, without running it."""
+    project = Path.cwd()
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, env=env, runtime_params=runtime_params) as session:
+        params = session.load_context().params
+    click.echo(yaml.safe_dump(_top_level_params(pipeline_name, params), sort_keys=False, default_flow_style=False))
