@@ -1,0 +1,226 @@
+"""Training settings: one dataclass, built from the plain dict a parameter file gives.
+
+`TrainConfig.from_dict(params, source="conf/base/parameters/model_families.yml:mae_base")`
+rejects unknown keys (with a "did you mean" hint) and wrong types, naming the source and the
+field, so a typo in a YAML file fails before a single batch is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+AmpMode = Literal["auto", "bf16", "fp16", "off"]
+ResumeMode = Literal["auto"] | bool
+
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+# Schedulers timm's create_scheduler_v2 can drive per optimizer step. "plateau" is left out: it
+# steps per epoch on a metric, which does not fit a step-level engine.
+SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "wsd", "rsqrt", "constant", "none")
+
+# Settings that may change between a run and its resumption without breaking exact resume:
+# they only decide when to stop, log or save, never what a step computes.
+RESUME_SAFE_FIELDS = frozenset(
+    {
+        "epochs",
+        "max_steps",
+        "progress",
+        "log_every_steps",
+        "resume",
+        "checkpoint_every_steps",
+        "patience",
+        "min_delta",
+        "max_bad_steps",
+        "max_rollbacks",
+        "max_consecutive_failed_batches",
+    }
+)
+
+
+class ConfigError(ValueError):
+    """A training setting is unknown, of the wrong type or out of range."""
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of the training engine, with defaults that suit a small ViT/CNN run.
+
+    Counting conventions: an *epoch* is one pass over the train loader (or over the first
+    `overfit_batches` batches); a *step* is one optimizer-step attempt, i.e. one window of
+    `accumulation_steps` batches, counted even when a guard skips the update.
+    """
+
+    # --- schedule length
+    epochs: int = 100
+    max_steps: int | None = None  # stop after this many steps; does NOT shorten the lr schedule
+    # --- optimizer (timm.optim.create_optimizer_v2)
+    optimizer: str = "adamw"
+    lr: float = 1e-3  # peak lr, reached after warmup
+    min_lr: float = 1e-6  # floor of the decay
+    weight_decay: float = 0.05  # 1-d params (bias, norm) are excluded by timm
+    layer_decay: float | None = None  # e.g. 0.75 for ViT fine-tuning; None = off
+    betas: tuple[float, float] = (0.9, 0.999)
+    optimizer_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm kwargs (eps, momentum)
+    # --- lr schedule (timm.scheduler.create_scheduler_v2, updated every step)
+    scheduler: str = "cosine"
+    warmup_epochs: float = 5.0
+    warmup_steps: int | None = None  # when set, overrides warmup_epochs
+    warmup_lr: float = 1e-6  # lr at step 0 of warmup
+    # --- step mechanics
+    accumulation_steps: int = 1
+    clip_grad_norm: float | None = 1.0  # None = no clipping (the norm is still checked for NaN/Inf)
+    amp: AmpMode = "auto"  # auto: bf16 autocast on CPU, fp16 + GradScaler on CUDA
+    # --- EMA of the weights (timm.utils.ModelEmaV3)
+    ema: bool = False
+    ema_decay: float = 0.9998
+    ema_warmup: bool = True  # ramp the decay up from 0 so short runs get a useful EMA
+    # --- guards
+    max_bad_steps: int = 5  # consecutive NaN/Inf steps before a rollback
+    rollback_lr_factor: float = 0.5  # lr multiplier applied at each rollback
+    max_rollbacks: int = 3  # the next bad streak after this many rollbacks stops the run
+    max_consecutive_failed_batches: int = 10  # batches raising in a row before giving up
+    # --- early stopping on validation loss
+    patience: int | None = None  # epochs without improvement; None = off
+    min_delta: float = 0.0  # an improvement must beat the best by more than this
+    # --- checkpoints and resume
+    checkpoint_every_steps: int | None = 500  # plus one at every epoch end; None/0 = epoch ends only
+    resume: ResumeMode = "auto"  # auto: resume when run_dir/last.pt exists
+    seed: int = 42
+    deterministic: bool = False  # torch.use_deterministic_algorithms for the duration of fit
+    # --- debugging and output
+    overfit_batches: int = 0  # N > 0: train and validate on the first N batches only
+    log_every_steps: int = 50
+    progress: bool = True  # tqdm bars (only on a TTY)
+    # --- distributed
+    find_unused_parameters: bool = False  # passed to DistributedDataParallel
+
+    def __post_init__(self) -> None:
+        self._validate(source="TrainConfig")
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_dict(cls, params: Mapping[str, Any] | None, *, source: str = "training parameters") -> "TrainConfig":
+        """Build a config from a plain dict (a parameters block of a YAML file).
+
+        Args:
+            params: keys are field names of TrainConfig; missing keys take the defaults.
+            source: where the dict came from, quoted in error messages.
+        Returns:
+            A validated TrainConfig.
+        Raises:
+            ConfigError: for an unknown key (with the closest known names), a wrong type or a
+                value out of range.
+        """
+        params = dict(params or {})
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = [key for key in params if key not in known]
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+            raise ConfigError(
+                f"{source}: unknown training setting(s) {', '.join(hints)}. "
+                f"Known settings: {', '.join(known)}."
+            )
+        if "betas" in params and isinstance(params["betas"], list):
+            params["betas"] = tuple(params["betas"])  # YAML has no tuples
+        instance = cls.__new__(cls)
+        for f in dataclasses.fields(cls):
+            if f.name in params:
+                value = params[f.name]
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                value = f.default_factory()  # type: ignore[misc]
+            else:
+                value = f.default
+            setattr(instance, f.name, value)
+        instance._validate(source=source)
+        return instance
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (lists instead of tuples) that survives torch.load(weights_only=True) and JSON."""
+        out = dataclasses.asdict(self)
+        out["betas"] = list(self.betas)
+        return out
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with some fields changed (validated like from_dict)."""
+        return TrainConfig.from_dict({**dataclasses.asdict(self), **changes}, source="TrainConfig.replace")
+
+    # ------------------------------------------------------------------ checks
+    def _validate(self, source: str) -> None:
+        def fail(name: str, expected: str) -> None:
+            raise ConfigError(f"{source}: setting '{name}' = {getattr(self, name)!r}; expected {expected}.")
+
+        def is_int(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def is_number(value: Any) -> bool:
+            return (is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+        def check_int(name: str, minimum: int, optional: bool = False) -> None:
+            value = getattr(self, name)
+            if optional and value is None:
+                return
+            if not is_int(value) or value < minimum:
+                fail(name, f"an integer >= {minimum}" + (" or null" if optional else ""))
+
+        def check_number(name: str, minimum: float, optional: bool = False, strict: bool = False) -> None:
+            value = getattr(self, name)
+            if optional and value is None:
+                return
+            if not is_number(value) or value < minimum or (strict and value == minimum):
+                relation = ">" if strict else ">="
+                fail(name, f"a number {relation} {minimum}" + (" or null" if optional else ""))
+            setattr(self, name, float(value))
+
+        check_int("epochs", 1)
+        check_int("max_steps", 1, optional=True)
+        if not isinstance(self.optimizer, str) or not self.optimizer:
+            fail("optimizer", "a timm optimizer name such as 'adamw'")
+        check_number("lr", 0.0, strict=True)
+        check_number("min_lr", 0.0)
+        check_number("weight_decay", 0.0)
+        check_number("layer_decay", 0.0, optional=True, strict=True)
+        if (
+            not isinstance(self.betas, (tuple, list))
+            or len(self.betas) != 2
+            or not all(is_number(b) and 0.0 <= b < 1.0 for b in self.betas)
+        ):
+            fail("betas", "two numbers in [0, 1), e.g. [0.9, 0.999]")
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        if not isinstance(self.optimizer_kwargs, Mapping):
+            fail("optimizer_kwargs", "a mapping of extra timm optimizer arguments")
+        self.optimizer_kwargs = dict(self.optimizer_kwargs)
+        if self.scheduler not in SCHEDULERS:
+            fail("scheduler", f"one of {', '.join(SCHEDULERS)}")
+        check_number("warmup_epochs", 0.0)
+        check_int("warmup_steps", 0, optional=True)
+        check_number("warmup_lr", 0.0)
+        check_int("accumulation_steps", 1)
+        check_number("clip_grad_norm", 0.0, optional=True, strict=True)
+        if self.amp not in AMP_MODES:
+            fail("amp", f"one of {', '.join(AMP_MODES)}")
+        for name in ("ema", "ema_warmup", "progress", "deterministic", "find_unused_parameters"):
+            if not isinstance(getattr(self, name), bool):
+                fail(name, "true or false")
+        check_number("ema_decay", 0.0)
+        if self.ema_decay >= 1.0:
+            fail("ema_decay", "a number in [0, 1), e.g. 0.9998")
+        check_int("max_bad_steps", 1)
+        check_number("rollback_lr_factor", 0.0, strict=True)
+        if self.rollback_lr_factor > 1.0:
+            fail("rollback_lr_factor", "a number in (0, 1]")
+        check_int("max_rollbacks", 0)
+        check_int("max_consecutive_failed_batches", 1)
+        check_int("patience", 1, optional=True)
+        check_number("min_delta", 0.0)
+        check_int("checkpoint_every_steps", 0, optional=True)
+        if self.resume not in ("auto", True, False) or (self.resume != "auto" and not isinstance(self.resume, bool)):
+            fail("resume", "'auto', true or false")
+        check_int("seed", 0)
+        check_int("overfit_batches", 0)
+        check_int("log_every_steps", 1)

@@ -1,0 +1,50 @@
+"""TrainConfig: built from plain dicts, with errors that name the source, the field and the fix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spectral_training.training import ConfigError, TrainConfig
+
+
+def test_from_dict_takes_yaml_values_and_keeps_defaults():
+    config = TrainConfig.from_dict({"epochs": 3, "lr": 1, "betas": [0.9, 0.95], "layer_decay": 0.75})
+    assert config.epochs == 3
+    assert config.lr == 1.0 and isinstance(config.lr, float)
+    assert config.betas == (0.9, 0.95)
+    assert config.scheduler == "cosine" and config.amp == "auto" and config.resume == "auto"
+
+
+def test_unknown_key_is_refused_with_a_suggestion_and_the_source():
+    with pytest.raises(ConfigError, match=r"^params\.yml: unknown training setting\(s\) 'epoch' \(did you mean 'epochs'\?\)"):
+        TrainConfig.from_dict({"epoch": 3}, source="params.yml")
+
+
+@pytest.mark.parametrize(
+    "settings, field",
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"epochs": 2.5}, "epochs"),
+        ({"amp": "fp8"}, "amp"),
+        ({"resume": "yes"}, "resume"),
+        ({"scheduler": "plateau"}, "scheduler"),
+        ({"betas": [0.9]}, "betas"),
+        ({"accumulation_steps": True}, "accumulation_steps"),
+        ({"rollback_lr_factor": 2.0}, "rollback_lr_factor"),
+    ],
+)
+def test_wrong_values_name_the_field(settings, field):
+    with pytest.raises(ConfigError, match=f"'{field}'"):
+        TrainConfig.from_dict(settings)
+
+
+def test_to_dict_is_plain_and_round_trips():
+    config = TrainConfig(epochs=4, betas=(0.8, 0.9), optimizer_kwargs={"eps": 1e-6})
+    plain = config.to_dict()
+    assert plain["betas"] == [0.8, 0.9]
+    assert TrainConfig.from_dict(plain) == config
+    # a config dict must survive a weights_only checkpoint round trip
+    torch.save(plain, buffer := __import__("io").BytesIO())
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True) == plain
