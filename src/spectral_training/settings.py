@@ -5,7 +5,7 @@ import warnings
 
 from kedro.config import OmegaConfigLoader
 
-from spectral_training.hooks import DatasetNameHooks
+from spectral_training.hooks import DatasetNameHooks, MlflowRunHooks
 
 # kedro-telemetry must never prompt or send anything from this project (also set in .telemetry).
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
@@ -16,7 +16,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
 warnings.filterwarnings("ignore", message=".*register_new_resolver.*")
 
-HOOKS = (DatasetNameHooks(),)
+HOOKS = (DatasetNameHooks(), MlflowRunHooks())
 
 # kedro-telemetry is installed as a dependency of kedro-viz; its hooks stay off here.
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-telemetry",)

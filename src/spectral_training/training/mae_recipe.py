@@ -71,7 +71,10 @@ def mae_build_kwargs(model_params: dict, store_info: dict, variant_table: dict |
 
 
 def build_mae_model(model_kwargs: dict) -> torch.nn.Module:
+    """The model ``mae_build_kwargs`` (or a checkpoint's ``metadata.model_kwargs``) describes."""
     kwargs = dict(model_kwargs)
+    if kwargs.get("value_range") is not None:
+        kwargs["value_range"] = tuple(kwargs["value_range"])  # checkpoints store tuples as lists
     return build_mae(kwargs.pop("variant"), kwargs.pop("num_bands"), kwargs.pop("image_size"), **kwargs)
 
 

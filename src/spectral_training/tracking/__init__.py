@@ -1,0 +1,11 @@
+"""Experiment tracking with MLflow: the engine's callback, run markers for resume, tags.
+
+The training engine never imports MLflow; it calls :class:`MlflowTrainingCallback` through its
+callback interface, and only on the process that owns the run (rank 0).
+"""
+
+from .mlflow_callback import MlflowTrainingCallback, active_run_id
+from .run_marker import read_marker, remove_marker, write_marker
+from .tags import git_commit
+
+__all__ = ["MlflowTrainingCallback", "active_run_id", "git_commit", "read_marker", "remove_marker", "write_marker"]

@@ -1,0 +1,83 @@
+"""Per-step and per-epoch metrics, checkpoints and the model, from the engine to MLflow."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from spectral_training.training.callbacks import TrainingCallback
+
+from .run_marker import remove_marker, write_marker
+
+log = logging.getLogger(__name__)
+
+
+def active_run_id() -> str | None:
+    run = mlflow.active_run()
+    return run.info.run_id if run else None
+
+
+class MlflowTrainingCallback(TrainingCallback):
+    """Logs to the active MLflow run (does nothing when there is none).
+
+    Step metrics are sent in batches of ``flush_every`` steps: one SQLite transaction per step
+    would cost more than a small model's step.
+    """
+
+    def __init__(self, runs_root: str | Path, run_name: str, tags: dict[str, str] | None = None, flush_every: int = 20):
+        self.run_id = active_run_id()
+        self.runs_root = Path(runs_root)
+        self.run_name = run_name
+        self.tags = tags or {}
+        self.flush_every = flush_every
+        self._pending: list[Metric] = []
+        self._client = MlflowClient() if self.run_id else None
+
+    def _log(self, metrics: dict[str, Any], step: int, prefix: str) -> None:
+        if not self.run_id:
+            return
+        import time
+
+        now = int(time.time() * 1000)
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and value == value:  # skip NaN and non-numbers
+                self._pending.append(Metric(f"{prefix}{key}", float(value), now, int(step)))
+
+    def _flush(self) -> None:
+        if self._pending and self._client:
+            for start in range(0, len(self._pending), 1000):  # MLflow's batch limit
+                self._client.log_batch(self.run_id, metrics=self._pending[start : start + 1000])
+            self._pending = []
+
+    def on_fit_start(self, config, state: dict[str, Any]) -> None:
+        if not self.run_id:
+            return
+        write_marker(self.runs_root, self.run_id, self.run_name)
+        mlflow.set_tags({**self.tags, "training_run": self.run_name, "resumed": str(bool(state.get("resumed")))})
+
+    def on_step_end(self, step: int, metrics: dict[str, float]) -> None:
+        self._log(metrics, step, "step/")
+        if step % self.flush_every == 0:
+            self._flush()
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        self._log({k: v for k, v in metrics.items() if k != "epoch"}, epoch, "epoch/")
+        self._flush()
+
+    def on_fit_end(self, result) -> None:
+        if not self.run_id:
+            return
+        self._flush()
+        mlflow.set_tag("stopped_reason", result.stopped_reason)
+        # The best checkpoint is the model (weights, build arguments, band stats, band list);
+        # the last one stays on disk for resuming.
+        path = result.best_checkpoint or result.last_checkpoint
+        if path and Path(path).is_file():
+            mlflow.log_artifact(str(path), artifact_path="model")
+        if result.stopped_reason != "signal":
+            remove_marker(self.runs_root)
