@@ -39,3 +39,30 @@ def show_params(pipeline_name: str | None, runtime_params: dict, env: str | None
     with KedroSession.create(project_path=project, env=env, runtime_params=runtime_params) as session:
         params = session.load_context().params
     click.echo(yaml.safe_dump(_top_level_params(pipeline_name, params), sort_keys=False, default_flow_style=False))
+
+
+@cli.command("diagnostics")
+@click.option("--params", "runtime_params", default="", callback=_split_params,
+              help="e.g. dataset=indian_pines (the same overrides `kedro run --params` takes).")
+@click.option("--env", "-e", default=None, help="Configuration environment, as for `kedro run`.")
+def diagnostics(runtime_params: dict, env: str | None) -> None:
+    """Print the environment and the health of a dataset's store, stats, transform report and checkpoint."""
+    from spectral_training.diagnostics import collect, format_report
+
+    project = Path.cwd()
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, env=env, runtime_params=runtime_params) as session:
+        context = session.load_context()
+        catalog = context.catalog
+
+        def load(name: str):
+            try:
+                return catalog.load(name) if catalog.exists(name) else None
+            except Exception as err:  # a damaged artifact is a finding, not a crash
+                click.echo(f"could not load {name}: {err}", err=True)
+                return None
+
+        report = collect(load("cube_store"), load("sample_index"), load("band_stats"), load("transform_report"),
+                         load("mae_model"))
+    click.echo(f"dataset: {context.params.get('dataset')}")
+    click.echo(format_report(report))
