@@ -2,6 +2,7 @@
 
 import os
 import warnings
+from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
 
@@ -21,10 +22,25 @@ HOOKS = (DatasetNameHooks(), MlflowRunHooks())
 # kedro-telemetry is installed as a dependency of kedro-viz; its hooks stay off here.
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-telemetry",)
 
+def _project_root() -> str:
+    """The nearest folder above the working directory whose pyproject.toml is a Kedro project's.
+
+    Lets configuration name files in the project (the MLflow SQLite store) from wherever Kedro
+    is started: a notebook in notebooks/ must not grow a second tracking store.
+    """
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file() and "[tool.kedro]" in candidate.read_text(errors="ignore"):
+            return folder.as_posix()
+    return here.as_posix()
+
+
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    "custom_resolvers": {"project_root": _project_root},
     "config_patterns": {
         "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
         "globals": ["globals.yml"],
