@@ -60,3 +60,101 @@ def test_no_train_samples_is_a_clear_error(store):
     s, _ = store
     with pytest.raises(ValueError, match="no training samples"):
         compute_band_stats(s, np.array([], dtype=int), show_progress=False)
+
+
+def test_a_bright_low_noise_band_keeps_float64_accuracy(tmp_path):
+    """mean/std = 1e4: a one-pass sum(x^2) - sum(x) * mean would lose ~7 digits of the variance."""
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal((19, 3, 8, 8)).astype("f4")
+    values[:, 0] += np.float32(1e4)  # mean/std = 1e4
+    values[:, 1] = values[:, 1] * 5 + np.float32(2e5)  # 4e4
+    values[:, 2] = values[:, 2] * 40 + 300  # an ordinary band
+    s = CubeStore(tmp_path / "bright.h5")
+    s.create(num_bands=3, tile_size=8, band_names=None, wavelengths_nm=None)
+    s.append([TileBatch(cubes=values, sample_ids=[f"s{i}" for i in range(19)], source_file="x",
+                        windows=np.zeros((19, 4), np.int32), labels=np.full(19, -1))])
+    stats = compute_band_stats(s, np.arange(19), block_size=4, show_progress=False)
+    as64 = values.astype(np.float64)
+    np.testing.assert_allclose(stats["mean"], as64.mean(axis=(0, 2, 3)), rtol=1e-9)
+    np.testing.assert_allclose(stats["std"], as64.std(axis=(0, 2, 3)), rtol=1e-9)
+
+
+def test_block_moments_are_the_same_on_one_thread_and_on_several():
+    rng = np.random.default_rng(4)
+    block = rng.normal(500, 20, size=(5, 9, 6, 7)).astype("f4")
+    one = block_moments(block, threads=1)
+    for threads in (2, 3):
+        for a, b in zip(one, block_moments(block, threads=threads)):
+            np.testing.assert_allclose(a, b, rtol=1e-12)
+    as64 = block.astype(np.float64)
+    np.testing.assert_allclose(one[1], as64.mean(axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(one[2], ((as64 - as64.mean(axis=(0, 2, 3), keepdims=True)) ** 2).sum(axis=(0, 2, 3)),
+                               rtol=1e-10)
+    assert np.array_equal(one[3], block.min(axis=(0, 2, 3))) and np.array_equal(one[4], block.max(axis=(0, 2, 3)))
+
+
+def test_pixel_sample_memory_is_bounded_beyond_the_budget_and_stays_representative():
+    from spectral_training.cubes.stats import PixelSample
+
+    rng = np.random.default_rng(5)
+    budget = 500
+    sample = PixelSample(2, num_samples=3 * budget, pixels_per_image=16, budget=budget, seed=1)
+    assert sample.per_sample == 1  # more images than the budget: one pixel offered per image
+    seen = []
+    for _ in range(3 * budget // 10):
+        block = rng.uniform(0, 1, size=(10, 2, 4, 4)).astype("f4")
+        block[:, 1] += 10
+        sample.update(block)
+        seen.append(block)
+        assert sample.values.shape == (2, budget)  # never grows
+    assert sample.offered == 3 * budget and sample.size == budget
+    pct = sample.percentiles((2.0, 98.0))
+    assert abs(pct[2.0][0] - 0.02) < 0.03 and abs(pct[98.0][0] - 0.98) < 0.03
+    assert abs(pct[2.0][1] - 10.02) < 0.03 and abs(pct[98.0][1] - 10.98) < 0.03
+    # Memory stays bounded even when more samples come than announced.
+    sample.update(rng.uniform(0, 1, size=(50, 2, 4, 4)).astype("f4"))
+    assert sample.values.shape == (2, budget) and sample.size == budget
+
+
+def test_pixel_sample_keeps_every_offer_while_under_budget():
+    from spectral_training.cubes.stats import PixelSample
+
+    block = np.arange(3 * 2 * 4 * 4, dtype="f4").reshape(3, 2, 4, 4)
+    sample = PixelSample(2, num_samples=3, pixels_per_image=16, budget=1000, seed=0)
+    assert sample.per_sample == 16
+    sample.update(block)
+    assert sample.size == 48
+    held = np.sort(sample.values[:, :48], axis=1)
+    offered = np.sort(np.concatenate([block[i].reshape(2, 16) for i in range(3)], axis=1), axis=1)
+    assert set(held[0]) <= set(offered[0]) and set(held[1]) <= set(offered[1])
+
+
+def test_stats_over_many_blocks_with_a_short_last_block_match_numpy(store):
+    s, values = store
+    idx = np.array([20, 0, 3, 4, 5, 9, 10, 11, 17])  # unsorted, runs and gaps, 9 = 4 + 4 + 1
+    stats = compute_band_stats(s, idx, block_size=4, show_progress=False)
+    chosen = values[np.sort(idx)].astype(np.float64)
+    np.testing.assert_allclose(stats["mean"], chosen.mean(axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(stats["std"], chosen.std(axis=(0, 2, 3)), rtol=1e-10)
+    assert [b["min"] for b in stats["bands"]] == list(values[idx].min(axis=(0, 2, 3)).astype(float))
+
+
+def test_the_figures_do_not_depend_on_the_number_of_threads(store):
+    s, _ = store
+    idx = np.arange(21)
+    one = compute_band_stats(s, idx, block_size=2, show_progress=False, workers=1)
+    for workers in (2, 4):
+        assert compute_band_stats(s, idx, block_size=2, show_progress=False, workers=workers) == one
+
+
+def test_a_compressed_store_gives_the_same_figures(tmp_path, store):
+    s, values = store
+    z = CubeStore(tmp_path / "z.h5")
+    z.create(num_bands=5, tile_size=6, band_names=None, wavelengths_nm=None, compression="gzip-4")
+    z.append([TileBatch(cubes=values, sample_ids=[f"s{i}" for i in range(21)], source_file="x",
+                        windows=np.zeros((21, 4), np.int32), labels=np.full(21, -1))])
+    assert not z.plain_reads and s.plain_reads
+    idx = np.arange(21)
+    compressed = compute_band_stats(z, idx, block_size=4, show_progress=False)
+    plain = compute_band_stats(s, idx, block_size=4, show_progress=False)
+    assert compressed == plain

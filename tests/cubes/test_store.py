@@ -1,5 +1,7 @@
 """The HDF5 cube store: append, de-duplication, reads, schema checks."""
 
+import os
+
 import h5py
 import numpy as np
 import pytest
@@ -64,3 +66,253 @@ def test_compressed_store_reads_the_same_values(tmp_path):
 def test_missing_store_says_to_run_ingestion(tmp_path):
     with pytest.raises(FileNotFoundError, match="ingestion"):
         len(CubeStore(tmp_path / "nope.h5"))
+
+
+# ---- the plain-read fast path (os.preadv at cached chunk offsets) and its read handle ----------
+def _values(k: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(1000, 50, size=(k, 3, 4, 4)).astype("f4")
+
+
+def _h5py_read(path, indices) -> np.ndarray:
+    with h5py.File(path, "r") as f:
+        return np.stack([f["cubes"][int(i)] for i in indices])
+
+
+def test_fast_reads_equal_h5py_in_any_order_with_repeats_and_negative_indices(store):
+    store.append([_batch(_values(9))])
+    order = [8, 0, 3, 4, 5, 3, 1, -1]
+    assert store._sample_reader().table[3] is not None  # the uncompressed store takes the fast path
+    assert np.array_equal(store.read(order), _h5py_read(store.path, [i % 9 for i in order]))
+    assert np.array_equal(store.read(np.arange(9)), _h5py_read(store.path, range(9)))  # one run of adjacent chunks
+    assert np.array_equal(store.read_one(4), _h5py_read(store.path, [4])[0])
+    assert store.read([]).shape == (0, 3, 4, 4)
+
+
+def test_reads_fill_a_given_buffer_even_a_non_contiguous_one(store):
+    values = _values(5)
+    store.append([_batch(values)])
+    out = np.zeros((3, 3, 4, 4), "f4")
+    assert store.read([4, 0, 2], out=out) is out and np.array_equal(out, values[[4, 0, 2]])
+    strided = np.zeros((3, 6, 4, 4), "f4")[:, ::2]
+    assert np.array_equal(store.read([1, 2, 3], out=strided), values[1:4]) and np.array_equal(strided, values[1:4])
+    one = np.zeros((3, 4, 4), "f4")
+    assert store.read_one(2, out=one) is one and np.array_equal(one, values[2])
+    with pytest.raises(ValueError, match="out has shape"):
+        store.read([0], out=np.zeros((2, 3, 4, 4), "f4"))
+
+
+def test_an_index_out_of_range_is_an_index_error(store):
+    store.append([_batch(_values(3))])
+    with pytest.raises(IndexError, match="out of range"):
+        store.read([0, 3])
+    with pytest.raises(IndexError, match="out of range"):
+        store.read_one(-4)
+
+
+def test_readers_see_samples_appended_after_their_first_read(store):
+    first, second = _values(3, seed=1), _values(4, seed=2)
+    store.append([_batch(first)])
+    other = CubeStore(store.path)  # another handle on the same file, opened before the append
+    assert np.array_equal(other.read([2]), first[[2]]) and np.array_equal(store.read([0]), first[[0]])
+    store.append([_batch(second, prefix="b")])
+    assert store._reader is None  # the append closed this handle's reader
+    everything = np.concatenate([first, second])
+    assert np.array_equal(store.read(np.arange(7)), everything)
+    assert np.array_equal(other.read([6, 0, 3]), everything[[6, 0, 3]])  # refreshed: index beyond its count
+    assert np.array_equal(other.read_one(5), everything[5])
+    assert np.array_equal(store.read(np.arange(7)), _h5py_read(store.path, range(7)))
+
+
+def test_a_store_created_again_at_the_same_path_is_reopened(store):
+    store.append([_batch(_values(3, seed=1))])
+    reader = CubeStore(store.path)
+    reader.read([0])
+    fresh = CubeStore(store.path)
+    fresh.create(num_bands=3, tile_size=4, band_names=None, wavelengths_nm=None)
+    values = _values(3, seed=5)
+    fresh.append([_batch(values)])
+    assert np.array_equal(reader.read([0, 1, 2]), values)
+
+
+def test_the_read_handle_holds_no_hdf5_handle_so_writers_can_open_the_file(store):
+    store.append([_batch(_values(2))])
+    store.read([0, 1])
+    assert store._reader is not None
+    with h5py.File(store.path, "r+") as f:  # HDF5 refuses r+ while the same process holds the file "r"
+        f.attrs["touched"] = 1
+
+
+def test_close_and_context_manager_release_the_handle_and_reads_reopen(store):
+    values = _values(3)
+    store.append([_batch(values)])
+    with CubeStore(store.path) as s:
+        assert np.array_equal(s.read([1]), values[[1]])
+        assert s._reader is not None
+    assert s._reader is None
+    store.read([0])
+    store.close()
+    assert store._reader is None
+    assert np.array_equal(store.read([2]), values[[2]])
+
+
+def test_a_pickled_store_has_no_handle_and_reads(store):
+    import pickle
+
+    values = _values(3)
+    store.append([_batch(values)])
+    store.read([0])
+    copy = pickle.loads(pickle.dumps(store))
+    assert copy.path == store.path and copy._reader is None
+    assert np.array_equal(copy.read([2, 0]), values[[2, 0]])
+
+
+def _read_in_child(store, conn) -> None:
+    batch, one = store.read([2, 0]), store.read_one(1)
+    conn.send((os.getpid(), store._reader_pid, batch, one))
+    conn.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_worker_opens_its_own_handle_and_the_parent_keeps_reading(store):
+    import multiprocessing
+
+    values = _values(3)
+    store.append([_batch(values)])
+    store.read([0])
+    parent_fd = store._sample_reader().fd
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_read_in_child, args=(store, send))
+    child.start()
+    pid, reader_pid, batch, one = receive.recv()
+    child.join(timeout=30)
+    assert child.exitcode == 0 and pid != os.getpid()
+    assert reader_pid == pid  # the child opened a handle of its own
+    assert np.array_equal(batch, values[[2, 0]]) and np.array_equal(one, values[1])
+    # The child closed its copy of the descriptor; the parent's handle is untouched.
+    assert store._sample_reader().fd == parent_fd and np.array_equal(store.read([1]), values[[1]])
+
+
+def test_read_samples_fast_path_and_fallbacks_equal_h5py(store):
+    from spectral_training.cubes.store import read_samples
+
+    values = _values(6)
+    store.append([_batch(values)])
+    order = [5, 1, 1, 0, 4]
+    with h5py.File(store.path, "r") as f:  # read-only: preadv at cached offsets
+        assert np.array_equal(read_samples(f["cubes"], order), values[order])
+        assert np.array_equal(read_samples(f["cubes"], np.arange(6)), values)
+    with h5py.File(store.path, "r+") as f:  # writable: read_direct_chunk, as before
+        assert np.array_equal(read_samples(f["cubes"], order), values[order])
+    with h5py.File(store.path, "r") as f:  # a new open: new cache key, same answer
+        assert np.array_equal(read_samples(f["cubes"], order), values[order])
+
+
+def test_an_unallocated_chunk_reads_as_the_fill_value(store):
+    from spectral_training.cubes.store import read_samples
+
+    values = _values(3)
+    store.append([_batch(values)])
+    with h5py.File(store.path, "r+") as f:
+        f["cubes"].resize(4, axis=0)  # sample 3 never written: no chunk on disk
+    want = np.concatenate([values, np.zeros((1, 3, 4, 4), "f4")])
+    assert np.array_equal(CubeStore(store.path).read([3, 0, 1, 2, 3]), want[[3, 0, 1, 2, 3]])
+    assert np.array_equal(CubeStore(store.path).read([0, 3, 1, 2]), want[[0, 3, 1, 2]])  # a gap inside a run
+    assert np.array_equal(CubeStore(store.path).read_one(3), want[3])
+    with h5py.File(store.path, "r") as f:
+        assert np.array_equal(read_samples(f["cubes"], [2, 3]), want[[2, 3]])
+
+
+def test_a_big_endian_store_is_read_through_h5py_with_correct_values(tmp_path):
+    from spectral_training.cubes.store import read_samples
+
+    path = tmp_path / "be.h5"
+    CubeStore(path).create(num_bands=3, tile_size=4, band_names=None, wavelengths_nm=None)
+    values = _values(4)
+    with h5py.File(path, "r+") as f:
+        del f["cubes"]
+        f.create_dataset("cubes", data=values.astype(">f4"), maxshape=(None, 3, 4, 4), chunks=(1, 3, 4, 4))
+    s = CubeStore(path)
+    assert s._sample_reader().table[3] is None  # not plain: h5py converts the byte order
+    assert np.array_equal(s.read([3, 0]), values[[3, 0]])
+    with h5py.File(path, "r") as f:
+        assert np.array_equal(read_samples(f["cubes"], [1, 2]), values[[1, 2]])
+
+
+def test_hashes_are_computed_lazily_and_equal_the_content_hash_of_each_tile(store):
+    from spectral_training.cubes.store import content_hash
+
+    values = _values(5)
+    batch = _batch(values)
+    assert batch._hashes is None  # nothing hashed yet
+    store.append([batch])
+    assert batch.hashes == [content_hash(t) for t in values]
+    given = TileBatch(cubes=values[:2], sample_ids=["x", "y"], source_file="s", windows=np.zeros((2, 4), np.int32),
+                      labels=np.full(2, -1), hashes=["h1", "h2"])
+    assert given.hashes == ["h1", "h2"]
+    with h5py.File(store.path) as f:
+        assert [h.decode() for h in f["content_hash"][()]] == batch.hashes
+
+
+def test_batches_with_some_duplicates_are_written_in_order_without_gaps(store):
+    values = _values(12, seed=3)
+    batches = [_batch(values[i : i + 3], source=f"f{i}", prefix=f"p{i}_") for i in range(0, 12, 3)]
+    batches.append(_batch(values[:3], source="again", prefix="dup"))  # all duplicates
+    mixed = np.stack([values[0], _values(1, seed=9)[0], values[5], _values(1, seed=9)[0]])  # dup, new, dup, dup in batch
+    batches.append(_batch(mixed, source="mixed", prefix="m"))
+    summary = store.append(batches)
+    assert (summary.appended, summary.duplicates) == (13, 6)
+    assert summary.duplicate_ids[-3:] == ["m0", "m2", "m3"]
+    want = np.concatenate([values, mixed[1:2]])
+    assert np.array_equal(store.read(np.arange(13)), want) and np.array_equal(_h5py_read(store.path, range(13)), want)
+    assert list(store.column("sample_ids")) == [f"p{i}_{j}" for i in range(0, 12, 3) for j in range(3)] + ["m1"]
+    with h5py.File(store.path) as f:
+        assert {f[name].shape[0] for name in ("cubes", "labels", "sample_ids", "content_hash", "window")} == {13}
+
+
+def test_a_producer_that_fails_midway_leaves_the_batches_before_it_written(store):
+    values = _values(4)
+
+    def batches():
+        yield _batch(values[:2])
+        raise RuntimeError("source vanished")
+
+    with pytest.raises(RuntimeError, match="source vanished"):
+        store.append(batches())
+    with h5py.File(store.path) as f:
+        assert f["cubes"].shape[0] == 2 and np.array_equal(f["cubes"][()], values[:2])
+
+
+def test_chunks_of_64_kib_and_more_start_on_a_page_boundary(tmp_path):
+    s = CubeStore(tmp_path / "big.h5")
+    s.create(num_bands=16, tile_size=32, band_names=None, wavelengths_nm=None)  # 64 KiB per sample
+    values = np.random.default_rng(0).normal(size=(3, 16, 32, 32)).astype("f4")
+    s.append([TileBatch(cubes=values, sample_ids=["a", "b", "c"], source_file="x",
+                        windows=np.zeros((3, 4), np.int32), labels=np.full(3, -1))])
+    with h5py.File(s.path) as f:
+        offsets = []
+        f["cubes"].id.chunk_iter(lambda info: offsets.append(info.byte_offset))
+    assert len(offsets) == 3 and all(offset % 4096 == 0 for offset in offsets)
+    assert np.array_equal(s.read([2, 0, 1]), values[[2, 0, 1]])
+
+
+def test_a_batch_that_fails_while_hashing_leaves_no_tile_without_provenance(store, monkeypatch):
+    from spectral_training.cubes import store as store_module
+
+    values = _values(6)
+    store.append([_batch(values[:2])])
+    real_hash = store_module.content_hash
+    calls = {"n": 0}
+
+    def flaky(tile):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("hash failed")
+        return real_hash(tile)
+
+    monkeypatch.setattr(store_module, "content_hash", flaky)
+    with pytest.raises(RuntimeError, match="hash failed"):
+        store.append([_batch(values[2:], prefix="b")])
+    with h5py.File(store.path) as f:
+        assert {f[name].shape[0] for name in ("cubes", "labels", "sample_ids", "content_hash")} == {2}
+    assert np.array_equal(store.read([0, 1]), values[:2])

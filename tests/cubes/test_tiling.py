@@ -55,3 +55,58 @@ def test_split_depends_on_the_sample_id_only_and_follows_the_fractions():
 def test_split_fractions_must_add_up_to_one():
     with pytest.raises(ValueError, match="add up to 1"):
         validate_fractions({"train": 0.5, "val": 0.1, "test": 0.1})
+
+
+def _cut_one_by_one(cube: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    return np.stack([cube[:, r : r + h, c : c + w] for r, c, h, w in windows]).astype(np.float32)
+
+
+def test_cut_of_a_full_grid_takes_the_strided_copy_and_equals_tile_by_tile():
+    from spectral_training.cubes.tiling import _grid_shape, cut
+
+    cube = np.random.default_rng(0).normal(size=(3, 12, 16)).astype("f4")
+    windows = tile_windows(12, 16, 4, 4)
+    assert _grid_shape(windows) == (3, 4)
+    assert np.array_equal(cut(cube, windows), _cut_one_by_one(cube, windows))
+    inner = np.array([(r, c, 4, 4) for r in (2, 6) for c in (1, 5, 9)], np.int32)  # an offset sub-grid
+    assert _grid_shape(inner) == (2, 3)
+    assert np.array_equal(cut(cube, inner), _cut_one_by_one(cube, inner))
+    as_uint16 = (np.abs(cube) * 1000).astype(np.uint16)  # a cast on the way, as the loop does
+    assert np.array_equal(cut(as_uint16, windows), _cut_one_by_one(as_uint16, windows))
+
+
+def test_cut_of_other_window_sets_takes_the_loop_and_equals_tile_by_tile():
+    from spectral_training.cubes.tiling import _grid_shape, cut
+
+    cube = np.random.default_rng(1).normal(size=(2, 10, 10)).astype("f4")
+    cases = {
+        "edge-aligned (overlapping last row and column)": tile_windows(10, 10, 4, 4),
+        "overlapping stride": tile_windows(10, 10, 4, 2),
+        "a partial batch of a grid": tile_windows(8, 8, 2, 2)[:10],
+        "column-major order": tile_windows(8, 8, 4, 4)[[0, 2, 1, 3]],
+        "one window": np.array([[3, 5, 4, 4]], np.int32),
+    }
+    for name, windows in cases.items():
+        if name != "one window":
+            assert _grid_shape(windows) is None, name
+        assert np.array_equal(cut(cube, windows), _cut_one_by_one(cube, windows)), name
+    assert cut(cube, np.zeros((0, 4), np.int32)).shape[0] == 0
+
+
+def test_all_finite_tiles_take_the_fast_check_with_nothing_repaired():
+    tiles = np.random.default_rng(2).normal(size=(3, 2, 5, 5)).astype("f4")
+    before = tiles.copy()
+    result = repair_nonfinite(tiles, "band_mean", max_fraction=0.01)
+    assert result.kept.dtype == bool and result.kept.all()
+    assert (result.repaired_tiles, result.repaired_values) == (0, 0)
+    assert np.array_equal(result.nonfinite_fraction, np.zeros(3)) and np.array_equal(tiles, before)
+
+
+def test_a_finite_tile_whose_sum_overflows_is_checked_exactly_and_kept():
+    tiles = np.full((2, 1, 4, 4), 3e38, "f4")  # every value finite, the float32 sum is inf
+    tiles[1, 0, 0, 0] = np.nan
+    result = repair_nonfinite(tiles, "zero", max_fraction=0.1)
+    assert list(result.kept) == [True, True]
+    assert (result.repaired_tiles, result.repaired_values) == (1, 1)
+    assert tiles[0].min() == np.float32(3e38) and tiles[1, 0, 0, 0] == 0.0
+    assert repair_nonfinite(np.zeros((0, 1, 4, 4), "f4"), "zero", 0.1).kept.shape == (0,)

@@ -5,20 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from .store import CubeStore, read_samples
+from .store import CubeStore
 
 
 class NormalisedTileDataset(Dataset):
     """Yields ``{"cube": (C, H, W) float32 tensor, transformed, "label": int, "sample_id": str, "index": int}``.
 
-    The HDF5 file is opened lazily in each process that reads (DataLoader workers included),
-    because an h5py handle must not cross a fork.
+    Reads go through :meth:`CubeStore.read_one` (one chunk, straight into memory); the store
+    handle reopens its file in each process that reads, DataLoader workers included.
     """
 
     def __init__(
@@ -28,41 +27,25 @@ class NormalisedTileDataset(Dataset):
         split: str | None,
         transform: Callable[[torch.Tensor], torch.Tensor],
     ):
-        self.path = Path(store.path if isinstance(store, CubeStore) else store)
+        self.store = store if isinstance(store, CubeStore) else CubeStore(store)
+        self.path = self.store.path
         rows = sample_index if split is None else sample_index[sample_index["split"] == split]
         self.store_indices = rows["store_index"].to_numpy(dtype=np.int64)
         self.sample_ids = rows["sample_id"].astype(str).tolist()
         self.labels = rows["label"].to_numpy(dtype=np.int64)
         self.split = split
         self.transform = transform
-        self._file: h5py.File | None = None
-        self._pid: int | None = None
 
     def __len__(self) -> int:
         return len(self.store_indices)
 
-    def _cubes(self) -> h5py.Dataset:
-        import os
-
-        if self._file is None or self._pid != os.getpid():
-            self._file = h5py.File(self.path, "r")
-            self._pid = os.getpid()
-        return self._file["cubes"]
-
     def raw(self, i: int) -> np.ndarray:
         """Sample ``i`` as stored (physical units), float32 (C, H, W)."""
-        return read_samples(self._cubes(), [self.store_indices[i]])[0]
+        return self.store.read_one(int(self.store_indices[i]))
 
     def __getitem__(self, i: int) -> dict:
         cube = self.transform(torch.from_numpy(self.raw(i)))
         return {"cube": cube, "label": int(self.labels[i]), "sample_id": self.sample_ids[i], "index": int(i)}
 
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_file"] = None  # reopened in the worker
-        return state
-
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self.store.close()

@@ -185,6 +185,15 @@ def folders_look_like_classes(rels: list[str]) -> bool:
     return bool(rels) and all("/" in r for r in rels) and len(tops) >= 2
 
 
+def nonfinite_fraction(data: np.ndarray) -> float:
+    """Fraction of NaN/Inf values; one cheap sum decides for the usual all-finite cube."""
+    if not data.size:
+        return 1.0
+    if np.isfinite(data.sum(dtype=np.float32)):  # NaN/Inf propagate; an overflow falls through
+        return 0.0
+    return float(1.0 - np.count_nonzero(np.isfinite(data)) / data.size)
+
+
 # ---- step 1: scan ------------------------------------------------------------------------------
 def _read(path: Path, params: IngestionParams) -> RawCube:
     return read_cube(path, cube_key=params.cube_key, layout=params.layout, scale=params.scale, labels_key=params.labels_key)
@@ -231,7 +240,7 @@ def scan_folder(
         if h < params.tile_size or w < params.tile_size:
             reject(rel, f"image is {h}x{w} px, smaller than tile_size {params.tile_size}. Fix: lower ingestion.tile_size")
             continue
-        nonfinite = float(1.0 - np.isfinite(cube.data).mean()) if cube.data.size else 1.0
+        nonfinite = nonfinite_fraction(cube.data)
         if nonfinite > params.max_nonfinite_file:
             reject(rel, f"{nonfinite:.1%} of its values are non-finite (NaN/Inf), above max_nonfinite_file="
                    f"{params.max_nonfinite_file}. Fix: mask or fill the invalid pixels, or raise the threshold")

@@ -26,12 +26,45 @@ def tile_windows(height: int, width: int, tile: int, stride: int) -> np.ndarray:
     return np.array([(r, c, tile, tile) for r in rows for c in cols], dtype=np.int32).reshape(-1, 4)
 
 
+def _grid_shape(windows: np.ndarray) -> tuple[int, int] | None:
+    """(rows, cols) when the windows are a full regular grid of non-overlapping T x T tiles in
+    row-major order (what ``tile_windows`` gives when the image is a multiple of the stride
+    and the stride is the tile), else None."""
+    k = len(windows)
+    if k == 0:
+        return None
+    r0, c0, t, t2 = (int(v) for v in windows[0])
+    if t != t2 or t < 1:
+        return None
+    nc = int(np.count_nonzero(windows[:, 0] == r0))
+    if nc == 0 or k % nc:
+        return None
+    nr = k // nc
+    i, j = np.divmod(np.arange(k), nc)
+    expected = np.stack([r0 + i * t, c0 + j * t, np.full(k, t), np.full(k, t)], axis=1)
+    return (nr, nc) if np.array_equal(windows, expected) else None
+
+
 def cut(cube: np.ndarray, windows: np.ndarray) -> np.ndarray:
-    """Copy the windows of a (C, H, W) cube into one (k, C, T, T) float32 array."""
+    """Copy the windows of a (C, H, W) cube into one (k, C, T, T) float32 array.
+
+    Windows that form a full regular grid (row-major, touching, not overlapping) are copied in
+    one strided copy; any other set tile by tile.
+    """
     k = len(windows)
     c = cube.shape[0]
     t = int(windows[0, 2]) if k else 0
     out = np.empty((k, c, t, t), dtype=np.float32)
+    grid = _grid_shape(windows)
+    if grid is not None:
+        nr, nc = grid
+        r0, c0 = int(windows[0, 0]), int(windows[0, 1])
+        if r0 + nr * t <= cube.shape[1] and c0 + nc * t <= cube.shape[2]:
+            # (C, nr*T, nc*T) -> (nr, nc, C, T, T): tile (i, j) is row i * nc + j of out
+            out.reshape(nr, nc, c, t, t)[...] = (
+                cube[:, r0 : r0 + nr * t, c0 : c0 + nc * t].reshape(c, nr, t, nc, t).transpose(1, 3, 0, 2, 4)
+            )
+            return out
     for i, (r, col, h, w) in enumerate(windows):
         out[i] = cube[:, r : r + h, col : col + w]
     return out
@@ -73,9 +106,18 @@ def repair_nonfinite(tiles: np.ndarray, policy: str, max_fraction: float) -> Rep
     if policy not in NAN_POLICIES:
         raise ValueError(f"nan_policy '{policy}' is unknown: use one of {', '.join(NAN_POLICIES)}")
     k = len(tiles)
+    if k == 0:
+        return RepairResult(tiles, np.zeros(0, dtype=bool), np.zeros(0), 0, 0)
+    # Fast check: NaN and Inf propagate through a sum, so a finite sum per tile proves every value
+    # finite (one float32 sum per tile: about half the time of the exact count below). A sum that
+    # overflows to Inf from finite values just takes the exact path.
+    with np.errstate(over="ignore", invalid="ignore"):
+        all_finite = bool(np.isfinite(tiles.reshape(k, -1).sum(axis=1)).all())
+    if all_finite:
+        return RepairResult(tiles, np.ones(k, dtype=bool), np.zeros(k), 0, 0)
     bad = ~np.isfinite(tiles)
     per_tile = bad.reshape(k, -1).sum(axis=1)
-    fraction = per_tile / max(tiles[0].size, 1) if k else np.zeros(0)
+    fraction = per_tile / max(tiles[0].size, 1)
     limit = 0.0 if policy == "reject" else max_fraction
     kept = fraction <= limit
     repaired_tiles = repaired_values = 0
