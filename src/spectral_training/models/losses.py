@@ -7,23 +7,24 @@
    once, so a half-padded last band group weighs by its real bands only);
 2. ``sam``: spectral angle mapper, in radians, between predicted and target spectra per pixel.
    A pixel's spectrum is every real band of every masked band group at that pixel (with one band
-   group covering all bands this is the spectrum of the masked patch at the pixel). Pixels with
-   no masked band are left out. ``acos`` is clamped to ``[-1 + 1e-6, 1 - 1e-6]`` so its gradient
-   stays finite;
+   group covering all bands it is the spectrum of the masked patch at the pixel). Pixels with no
+   masked band are left out; a pixel where ``|pred| * |target| < 1e-12`` has no defined angle and
+   scores pi/2 with no gradient. The cosine is clamped to ``[-1 + 1e-6, 1 - 1e-6]`` so the
+   gradient of ``acos`` stays finite;
 3. ``variance``: keeps spectral diversity: ``relu(std_target - std_pred)`` averaged over pixels,
-   where ``std`` is the per-pixel standard deviation across the same spectrum as for ``sam``
-   (pixels with fewer than 2 scored bands are left out). Zero whenever the prediction is at
-   least as diverse as the target;
+   where ``std`` is the per-pixel (population) standard deviation across the same spectrum as
+   for ``sam``; pixels with fewer than 2 scored bands are left out. Zero whenever the
+   prediction is at least as diverse as the target;
 4. ``range``: keeps outputs in the valid range ``[lo, hi]``: the squared distance outside it,
-   ``(relu(pred - hi) + relu(lo - pred)) ** 2``, averaged over scored elements. Zero inside.
-   The default ``(-5, 5)`` is five standard deviations of per-band normalised data (and of
+   ``(pred - clamp(pred, lo, hi)) ** 2``, averaged over scored elements. Zero inside. The
+   default ``(-5, 5)`` is five standard deviations of per-band normalised data (and of
    per-patch normalised targets with ``norm_pix_loss``): real values rarely go past it, runaway
-   predictions (the ones that overflow in fp16) do.
+   predictions (the ones that overflow in half precision) do.
 
-Default weights: ``mse 1.0, sam 0.1, variance 0.01, range 0.001``. Everything is computed in
-float32, even under autocast, so half-precision predictions never overflow in the loss.
-The terms are computed in whatever space ``pred`` and ``target`` live in (normalised data, or
-per-patch-normalised targets with ``norm_pix_loss``).
+Default weights: ``mse 1.0, sam 0.1, variance 0.01, range 0.001``. The terms are computed in
+whatever space ``pred`` and ``target`` live in (normalised data, or per-patch-normalised targets
+with ``norm_pix_loss``), always in float32 (float64 inputs stay float64), with autocast off, so
+half-precision predictions never overflow in the loss.
 
 Layout
 ------
@@ -32,6 +33,19 @@ spatial patches, ``s`` bands per group (``spectral_patch``) and ``q`` pixels per
 (``spatial_patch ** 2``). The model's ``(B, L, patch_dim)`` tensors are exactly this, reshaped
 (token ``l = g * N + n``, patch vector band-major). ``mask`` is ``(B, G, N)``, 1 = masked (scored),
 0 = visible; ``band_valid`` is ``(G, s)`` bool, False on padded bands (None: all real).
+
+Speed
+-----
+The loss is memory-bound. Written plainly with autograd the four terms made ~60 full-size
+temporaries per step and cost about five times the reference's MSE, a visible share of a CPU
+training step. So it is one :class:`torch.autograd.Function`: the forward pass reduces ``pred``
+and ``target`` to five per-(token, pixel) band sums (``p.t, |p|^2, |t|^2, sum p, sum t``: ``s``
+times smaller than the input) through one scratch buffer, and every term comes from those sums
+(the MSE too: ``|p - t|^2 = |p|^2 + |t|^2 - 2 p.t``). The backward pass writes the whole gradient
+into one buffer, because every term's gradient is ``A * pred + B * target + C`` with per-pixel
+``A, B, C`` (plus ``clamp(pred)`` for the range term when something is out of range; derivation
+in ``_MAESpectralLossFn.backward``). ``tests/models/test_losses.py`` checks values and gradients
+against plain autograd and with ``gradcheck``.
 """
 
 from __future__ import annotations
@@ -41,13 +55,15 @@ from typing import Mapping
 import torch
 from torch import nn
 
-__all__ = ["DEFAULT_LOSS_WEIGHTS", "DEFAULT_VALUE_RANGE", "LOSSES", "MAESpectralLoss", "mae_spectral_loss"]
+__all__ = ["DEFAULT_LOSS_WEIGHTS", "DEFAULT_VALUE_RANGE", "LOSSES", "LOSS_PARTS", "MAESpectralLoss", "mae_spectral_loss"]
 
 DEFAULT_LOSS_WEIGHTS: dict[str, float] = {"mse": 1.0, "sam": 0.1, "variance": 0.01, "range": 0.001}
 DEFAULT_VALUE_RANGE: tuple[float, float] = (-5.0, 5.0)
+LOSS_PARTS: tuple[str, ...] = ("mse", "sam", "variance", "range")
 
-_ACOS_EPS = 1e-6
-_STD_EPS = 1e-6
+_COS_EPS = 1e-6  # |cos| <= 1 - eps before acos
+_NORM_SQ_EPS = 1e-12  # a spectrum with squared norm below this has no defined angle
+_STD_EPS = 1e-6  # std = sqrt(var + eps)
 
 
 def _check_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
@@ -69,6 +85,142 @@ def _check_range(value_range: tuple[float, float] | None) -> tuple[float, float]
     return lo, hi
 
 
+class _MAESpectralLossFn(torch.autograd.Function):
+    """Returns ``(5,)``: ``[total, mse, sam, variance, range]``; differentiable in ``pred`` only."""
+
+    @staticmethod
+    def forward(ctx, pred, target, mask, band_valid, weights, lo, hi):  # noqa: D401 - autograd API
+        dtype = torch.float64 if pred.dtype == torch.float64 else torch.float32
+        with torch.autocast(pred.device.type, enabled=False):
+            p = pred.detach().to(dtype)
+            t = target.detach().to(dtype)
+            B, G, N, s, q = p.shape
+            w = mask.detach().to(dtype).reshape(B, G, N, 1, 1)  # token weight: 1 masked, 0 visible
+            if band_valid is not None:  # zero padded bands once: every band sum below then skips them
+                v = band_valid.to(dtype).reshape(1, G, 1, s, 1)
+                p, t = p * v, t * v
+                bands = band_valid.sum(1).to(dtype).reshape(1, G, 1, 1)  # real bands per group
+            else:
+                v = None
+                bands = torch.full((1, G, 1, 1), float(s), dtype=dtype, device=p.device)
+            w4 = w[..., 0]  # (B, G, N, 1)
+
+            # band sums per (token, pixel), each (B, G, N, q), through one scratch buffer; kept in
+            # tensors under 32 MB, which glibc serves from its heap instead of fresh (page-faulting) maps
+            buf = torch.mul(p, t)
+            dot = buf.sum(3)  # p.t
+            quad = p.new_empty(2, B, G, N, q)  # |p|^2, |t|^2
+            lin = p.new_empty(2, B, G, N, q)  # sum p, sum t
+            torch.sum(torch.mul(p, p, out=buf), dim=3, out=quad[0])
+            torch.sum(torch.mul(t, t, out=buf), dim=3, out=quad[1])
+            torch.sum(p, dim=3, out=lin[0])
+            torch.sum(t, dim=3, out=lin[1])
+            pmin, pmax = torch.aminmax(p)
+            range_active = bool(pmin < lo) or bool(pmax > hi)
+            if range_active:
+                outside = torch.sub(p, p.clamp(lo, hi), out=buf)
+                if v is not None:
+                    outside.mul_(v)  # padding is zero, which may itself lie outside [lo, hi]
+                out_sq = torch.linalg.vector_norm(outside, dim=(3, 4)).square()  # (B, G, N)
+            del buf
+
+            # per-pixel spectra: add up the masked groups at each pixel -> (B, N, q) / (2, B, N, q)
+            for x in (dot, quad, lin):
+                x.mul_(w4)  # visible tokens -> 0
+            if G > 1:
+                DOT, quad, lin = dot.sum(1), quad.sum(2), lin.sum(2)
+            else:
+                DOT, quad, lin = dot[:, 0], quad[:, :, 0], lin[:, :, 0]
+            PP, TT = quad[0], quad[1]
+            NB = (w4 * bands).sum(1)  # (B, N, 1) scored bands at each pixel
+            n_el = NB.sum() * q  # scored elements
+            inv_n_el = 1.0 / n_el.clamp_min(1.0)
+
+            # squared error per pixel from the band sums: |p - t|^2 = |p|^2 + |t|^2 - 2 p.t, summed only
+            # after the subtraction (float32 rounding ~1e-7 * (|p|^2 + |t|^2) per pixel, random in sign)
+            mse = torch.add(PP, TT).sub_(DOT, alpha=2.0).sum().clamp_min(0.0) * inv_n_el
+            rng = (out_sq * w4[..., 0]).sum() * inv_n_el if range_active else p.new_zeros(())
+
+            has = (NB > 0).to(dtype)  # (B, N, 1)
+            prod = PP * TT
+            # 1 / (|p| |t|), 0 where the angle is undefined (|p| |t| <= 1e-12): cos = 0 there
+            r = torch.where(prod > _NORM_SQ_EPS**2, prod.rsqrt_(), 0.0)
+            cos = DOT * r
+            cos_sq = cos.square()
+            live = cos_sq < (1.0 - _COS_EPS) ** 2  # acos not clamped: it has a gradient
+            inv_n_pix = 1.0 / (has.sum() * q).clamp_min(1.0)
+            angle = torch.acos(cos.clamp_(-1.0 + _COS_EPS, 1.0 - _COS_EPS))  # cos is clamped in place
+            sam = (angle.sum(-1, keepdim=True) * has).sum() * inv_n_pix
+
+            # per-pixel std of p and t together: (2, B, N, q); var = (sum x^2 - mean * sum x) / n
+            has2 = (NB > 1).to(dtype)
+            n = NB.clamp_min(1.0)
+            mean = lin / n
+            var = torch.addcmul(quad, mean, lin, value=-1.0).div_(n)
+            std = var.clamp_min(0.0).add_(_STD_EPS).sqrt_()
+            std_p, std_t = std[0], std[1]
+            gap = std_t - std_p
+            inv_n_pix2 = 1.0 / (has2.sum() * q).clamp_min(1.0)
+            variance = (gap.clamp_min(0.0).sum(-1, keepdim=True) * has2).sum() * inv_n_pix2
+
+            parts = torch.stack([mse, sam, variance, rng])
+            wts = torch.tensor([weights[k] for k in LOSS_PARTS], dtype=dtype, device=p.device)
+            out = torch.cat([(parts * wts).sum()[None], parts])
+
+        if not ctx.needs_input_grad[0]:  # evaluation: no gradient factors
+            return out
+        with torch.autocast(pred.device.type, enabled=False):
+            # per-pixel factors of the gradient (see backward)
+            # sam: d angle / dp = -has * w / sqrt(1 - cos^2) * (r * t - cos / PP * p), 0 if clamped or undefined
+            g_sam = torch.where(live, cos_sq.neg_().add_(1.0).rsqrt_(), 0.0).mul_(has * -inv_n_pix)  # (B, N, q)
+            sam_p = (g_sam * cos).div_(PP.clamp_min(_NORM_SQ_EPS)).neg_()  # coefficient of p
+            sam_t = g_sam.mul_(r)  # coefficient of t
+            # variance: d/dp relu(std_t - std_p) = -[std_t > std_p] * w * (p - mean_p) / (NB * std_p)
+            g_var = torch.where((gap > 0) & (var[0] > 0), std_p.reciprocal(), 0.0).mul_(has2 * -inv_n_pix2 / n)
+            mean_p = mean[0]
+        ctx.save_for_backward(p, t, w, sam_p, sam_t, g_var, mean_p, inv_n_el, wts)
+        ctx.has_v = v is not None
+        if v is not None:
+            ctx.v = v
+        ctx.range_active, ctx.lo, ctx.hi = range_active, lo, hi
+        ctx.pred_dtype = pred.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        """Gradient w.r.t. ``pred`` in one buffer.
+
+        With ``g_k`` the incoming gradient of output ``k`` (0 = total), term ``k`` is scaled by
+        ``c_k = g_0 * weight_k + g_k``. At a scored element (token weight ``w``, real band):
+
+        * mse:      ``2 / n_el * (p - t)``
+        * range:    ``2 / n_el * (p - clamp(p, lo, hi))``
+        * sam:      ``sam_p * p + sam_t * t`` (per-pixel factors from the forward pass)
+        * variance: ``g_var * (p - mean_p)``
+
+        so ``grad = w * (A * p + Bt * t + C) - w * c_range * 2 / n_el * clamp(p)`` with per-pixel
+        ``A, Bt, C``; padded bands get 0.
+        """
+        p, t, w, sam_p, sam_t, g_var, mean_p, inv_n_el, wts = ctx.saved_tensors
+        g = grad_out.to(p.dtype)
+        c = g[0] * wts + g[1:]  # (4,) effective scale of mse, sam, variance, range
+        k_mse, k_rng = 2.0 * c[0] * inv_n_el, 2.0 * c[3] * inv_n_el
+        if not ctx.range_active:
+            k_rng = k_rng * 0.0  # p - clamp(p) is 0 everywhere
+        A = k_mse + k_rng + c[1] * sam_p + c[2] * g_var  # (B, N, q)
+        Bt = -k_mse + c[1] * sam_t
+        C = -c[2] * g_var * mean_p
+        # (B, N, q) -> (B, 1, N, 1, q), times token weight (B, G, N, 1, 1) -> (B, G, N, 1, q)
+        A, Bt, C = (x[:, None, :, None, :] * w for x in (A, Bt, C))
+        grad = torch.mul(p, A)  # (B, G, N, s, q), the one full-size buffer
+        grad.addcmul_(t, Bt).add_(C)
+        if ctx.range_active:
+            grad.addcmul_(p.clamp(ctx.lo, ctx.hi), w, value=-float(k_rng))
+        if ctx.has_v:
+            grad.mul_(ctx.v)
+        return grad.to(ctx.pred_dtype), None, None, None, None, None, None
+
+
 def mae_spectral_loss(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -80,69 +232,30 @@ def mae_spectral_loss(
     """The ``"mae_spectral"`` loss (see the module docstring for each term).
 
     Args:
-        pred: ``(B, G, N, s, q)`` predictions, any float dtype.
-        target: ``(B, G, N, s, q)`` targets.
+        pred: ``(B, G, N, s, q)`` predictions, any float dtype (differentiable).
+        target: ``(B, G, N, s, q)`` targets (no gradient flows to them).
         mask: ``(B, G, N)``, 1 = masked token (scored), 0 = visible.
         band_valid: ``(G, s)`` bool, False on padded bands; None if no band is padded.
         weights: any of ``mse, sam, variance, range``; missing keys keep their defaults.
         value_range: ``(lo, hi)`` for the range penalty, default ``(-5, 5)``.
 
     Returns:
-        ``(total, parts)``: float32 scalar tensors; ``parts`` has keys ``mse, sam, variance, range``
-        (unweighted). If no token is masked every term is 0 (still connected to ``pred``).
+        ``(total, parts)``: float32 scalar tensors (float64 for float64 input); ``parts`` has keys
+        ``mse, sam, variance, range`` (unweighted, each differentiable too). With no masked token
+        every term is 0.
     """
     w_ = _check_weights(weights)
     lo, hi = _check_range(value_range)
     if pred.shape != target.shape or pred.dim() != 5:
-        raise ValueError(f"pred and target must both be (B, G, N, s, q); got {tuple(pred.shape)} and {tuple(target.shape)}")
-    p = pred.float()
-    t = target.float().detach()
-    q = p.shape[-1]
-
-    # weight of each (token, band): 1 where masked and real, else 0
-    w = mask.to(torch.float32)[:, :, :, None]  # (B, G, N, 1)
-    if band_valid is not None and not bool(band_valid.all()):
-        w = w * band_valid.to(torch.float32)[None, :, None, :]  # (B, G, N, s)
-    else:
-        w = w.expand(*w.shape[:3], p.shape[3])  # (B, G, N, s)
-    n_scored = w.sum()  # scored (token, band) pairs
-    wq = w[..., None]  # (B, G, N, s, 1), broadcast over pixels
-
-    # (1) MSE over scored elements
-    diff = p - t
-    mse = (diff.square().sum(-1) * w).sum() / (n_scored * q).clamp_min(1.0)
-
-    # per-pixel spectra across every scored band: sums over the (G, s) axes -> (B, N, q)
-    n_bands = w.sum(dim=(1, 3))[..., None]  # (B, N, 1) scored bands at each pixel
-    pw = p * wq
-    dot = (pw * t).sum(dim=(1, 3))  # (B, N, q)
-    pp = (pw * p).sum(dim=(1, 3))
-    tt = (t.square() * wq).sum(dim=(1, 3))
-
-    # (2) spectral angle per pixel that has at least one scored band
-    has_spec = (n_bands > 0).to(torch.float32)  # (B, N, 1)
-    cos = dot * torch.rsqrt((pp * tt).clamp_min(1e-24))  # clamp first: no inf gradient at 0
-    angle = torch.acos(cos.clamp(-1.0 + _ACOS_EPS, 1.0 - _ACOS_EPS))  # (B, N, q)
-    sam = (angle * has_spec).sum() / (has_spec.sum() * q).clamp_min(1.0)
-
-    # (3) spectral diversity: per-pixel std across scored bands (population std)
-    has_var = (n_bands > 1).to(torch.float32)  # (B, N, 1)
-    n_safe = n_bands.clamp_min(1.0)
-    mean_p = pw.sum(dim=(1, 3)) / n_safe  # (B, N, q)
-    mean_t = (t * wq).sum(dim=(1, 3)) / n_safe
-    var_p = (pp / n_safe - mean_p.square()).clamp_min(0.0)
-    var_t = (tt / n_safe - mean_t.square()).clamp_min(0.0)
-    std_p = (var_p + _STD_EPS).sqrt()
-    std_t = (var_t + _STD_EPS).sqrt()
-    variance = (torch.relu(std_t - std_p) * has_var).sum() / (has_var.sum() * q).clamp_min(1.0)
-
-    # (4) squared distance outside [lo, hi], over scored elements
-    outside = torch.relu(p - hi) + torch.relu(lo - p)
-    rng = (outside.square().sum(-1) * w).sum() / (n_scored * q).clamp_min(1.0)
-
-    parts = {"mse": mse, "sam": sam, "variance": variance, "range": rng}
-    total = sum(w_[k] * v for k, v in parts.items())
-    return total, parts
+        raise ValueError(
+            f"pred and target must both be (B, G, N, s, q); got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
+    if tuple(mask.shape) != tuple(pred.shape[:3]):
+        raise ValueError(f"mask must be (B, G, N) = {tuple(pred.shape[:3])}, got {tuple(mask.shape)}")
+    if band_valid is not None and tuple(band_valid.shape) != (pred.shape[1], pred.shape[3]):
+        raise ValueError(f"band_valid must be (G, s) = {(pred.shape[1], pred.shape[3])}, got {tuple(band_valid.shape)}")
+    out = _MAESpectralLossFn.apply(pred, target, mask, band_valid, w_, lo, hi)
+    return out[0], dict(zip(LOSS_PARTS, out[1:]))
 
 
 class MAESpectralLoss(nn.Module):

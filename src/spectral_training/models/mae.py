@@ -230,7 +230,7 @@ class MaskedAutoencoderViT(nn.Module):
         (lr scale 1), since it is trained from scratch.
         """
         return dict(
-            stem=r"^(cls_token|pos_embed|patch_embed)",
+            stem=r"^(?:cls_token|pos_embed|patch_embed)",
             blocks=r"^blocks\.(\d+)" if coarse else [(r"^blocks\.(\d+)", None), (r"^norm\.", (99999,))],
         )
 
@@ -372,9 +372,8 @@ class MaskedAutoencoderViT(nn.Module):
         x = torch.cat([x[:, :1], x_], dim=1) + self.decoder_pos_embed  # (B, 1 + L, Dd)
         for blk in self.decoder_blocks:
             x = blk(x)
-        x = self.decoder_norm(x)
-        x = self.decoder_pred(x)  # (B, 1 + L, s*p*p)
-        return x[:, 1:]  # (B, L, s*p*p), cls dropped
+        x = self.decoder_norm(x[:, 1:])  # (B, L, Dd), cls dropped before the wide head
+        return self.decoder_pred(x)  # (B, L, s*p*p)
 
     def forward_loss(
         self, patches: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor

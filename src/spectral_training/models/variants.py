@@ -5,6 +5,26 @@ Each variant fixes the encoder (depth, heads, width); the decoder defaults to 8 
 ``decoder_num_heads``). ``reference_encoder_params`` is the figure the reference set-up quotes,
 kept for comparison only: our counts depend on the patch size and band count (the patch
 embedding is ``spectral_patch * spatial_patch**2 -> width``), see :func:`mae_parameter_counts`.
+
+Trainable parameters (fixed sin-cos position codes left out) at the reference set-up, 30 bands,
+500 px, 25x25x5 patches (``mae_parameter_counts(name, 30, 500)``), and of the encoder at the
+ViT set-up 3 bands, 224 px, 16x16x3:
+
+=======  ==========  ==========  ==========  ============  ======
+variant  encoder     decoder     total       enc @224/16   quoted
+=======  ==========  ==========  ==========  ============  ======
+tiny       5.94 M     26.92 M     32.86 M      5.49 M      ~5M
+small     22.50 M     27.02 M     49.52 M     21.59 M      ~22M
+base      87.46 M     27.22 M    114.67 M     85.65 M      ~75M
+medium    52.04 M     27.09 M     79.13 M     50.83 M      ~86M
+large    305.51 M     27.35 M    332.86 M    303.10 M      ~307M
+huge     633.68 M     27.48 M    661.16 M    630.67 M      ~632M
+=======  ==========  ==========  ==========  ============  ======
+
+The quoted figures are encoder-only ViT counts; they match except for base and medium, whose
+quotes look swapped and off (12 x 768 is ViT-B, 86M; 16 x 512 is ~51M). So by size the order is
+tiny < small < medium < base < large < huge. The decoder is ~27M for every variant (8 blocks of
+512: 25.2M, plus a 512 -> 3125 prediction head at the reference patch size).
 """
 
 from __future__ import annotations
