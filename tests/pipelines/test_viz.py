@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from project_copy import make_kedro_project
 
 pytestmark = pytest.mark.e2e
 
@@ -106,19 +107,9 @@ def viz_build(tmp_path_factory) -> Path:
 
     Module-scoped (the build takes 15-30 s), so it cannot use the function-scoped `kedro_project`.
     """
-    root = tmp_path_factory.mktemp("viz") / "project"
-    root.mkdir()
-    for name in ("pyproject.toml", ".telemetry"):
-        shutil.copy(PROJECT_ROOT / name, root / name)
-    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf" / "local").mkdir()
-    (root / "src").mkdir()  # Kedro checks it exists; the package itself is installed in the venv
-    (root / "data").mkdir()
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "MPLBACKEND": "Agg",
-           "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
-    kedro = Path(sys.executable).with_name("kedro")
-    done = subprocess.run([str(kedro), "viz", "build"], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=300, stdin=subprocess.DEVNULL)
+    project = make_kedro_project(tmp_path_factory.mktemp("viz") / "project")
+    root = project.root
+    done = project.kedro("viz", "build", timeout=300)
     assert done.returncode == 0, _tail(done.stdout, 3000) + _tail(done.stderr, 3000)
     build = root / "build"
     assert (build / "index.html").is_file() and (build / "api" / "main").is_file(), sorted(
