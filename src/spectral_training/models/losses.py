@@ -105,8 +105,7 @@ class _MAESpectralLossFn(torch.autograd.Function):
                 bands = torch.full((1, G, 1, 1), float(s), dtype=dtype, device=p.device)
             w4 = w[..., 0]  # (B, G, N, 1)
 
-            # band sums per (token, pixel), each (B, G, N, q), through one scratch buffer; kept in
-            # tensors under 32 MB, which glibc serves from its heap instead of fresh (page-faulting) maps
+            # band sums per (token, pixel), each (B, G, N, q), through one full-size scratch buffer
             buf = torch.mul(p, t)
             dot = buf.sum(3)  # p.t
             quad = p.new_empty(2, B, G, N, q)  # |p|^2, |t|^2
@@ -144,7 +143,8 @@ class _MAESpectralLossFn(torch.autograd.Function):
             has = (NB > 0).to(dtype)  # (B, N, 1)
             prod = PP * TT
             # 1 / (|p| |t|), 0 where the angle is undefined (|p| |t| <= 1e-12): cos = 0 there
-            r = torch.where(prod > _NORM_SQ_EPS**2, prod.rsqrt_(), 0.0)
+            defined = prod > _NORM_SQ_EPS**2
+            r = torch.where(defined, prod.rsqrt_(), 0.0)
             cos = DOT * r
             cos_sq = cos.square()
             live = cos_sq < (1.0 - _COS_EPS) ** 2  # acos not clamped: it has a gradient
