@@ -131,7 +131,7 @@ def validate_setup(
         optimizer.zero_grad(set_to_none=True)
         gen.manual_seed(seed)  # the same mask every step, so the losses compare
         step_out = _forward_fixed(model, batch, gen)
-        losses.append(float(step_out["loss"].float()))
+        losses.append(float(step_out["loss"].detach().float()))
         step_out["loss"].float().backward()
         optimizer.step()
     decreased = losses[-1] < losses[0]
