@@ -24,10 +24,11 @@
    default decoder 512 x 8); and trainable parameters per variant at the reference set-up
    (30 bands, 500 px, 25 x 25 x 5) from ``mae_parameter_counts`` (meta device). For information.
 
-Run alone: ``python -m benchmarks.bench_mae [--steps 6] [--threads 2]`` from the project root
-(``--quick`` for a smoke run with few steps). Before each timed run a gate waits (untimed, within
-a budget) for other processes on this shared machine to go quiet, see :class:`QuietGate`. The figures of the official MAE code on this
-machine (MACHINE.md) are quoted beside ours, but only the side-by-side ratios are targets.
+Run alone: ``python -m benchmarks.bench_mae [--steps 10] [--threads 2]`` from the project root
+(``--quick`` for a smoke run with few steps); about 7 minutes on a quiet machine. Before each
+timed run a gate waits (untimed, within a budget) for other processes on this shared machine to
+go quiet, see :class:`QuietGate`. The figures of the official MAE code on this machine
+(MACHINE.md) are quoted beside ours, but only the side-by-side ratios are targets.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -629,7 +629,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--mm-reps", type=int, default=3, help=f"fp32 torch.mm of {MM_SIZE}^2 per peak timing (bf16: twice)")
     parser.add_argument("--loader-samples", type=int, default=384, help="samples in the loader benchmark's store (default 384)")
     parser.add_argument("--loader-steps", type=int, default=2, help="train steps per loader timing (default 2)")
-    parser.add_argument("--loader-rounds", type=int, default=10, help="timed rounds of the loader benchmark; at least 5 are kept (default 10)")
+    parser.add_argument("--loader-rounds", type=int, default=10, help="timed rounds of the loader benchmark; at least 7 are kept (default 10)")
     parser.add_argument("--loader-batch", type=int, default=16, help="batch of the loader benchmark (default 16, as parameters_mae_training.yml)")
     parser.add_argument("--loader-dtype", choices=DTYPES, default="bf16", help="autocast of the loader benchmark's step")
     parser.add_argument("--mem-bands", type=int, default=30)
