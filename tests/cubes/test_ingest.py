@@ -155,3 +155,14 @@ def test_plan_and_report_are_json_serialisable(raw, tmp_path):
     report, _ = ingest_folder(raw, tmp_path / "cubes.h5", params())
     json.dumps(report)
     assert os.path.exists(report["store"])
+
+
+def test_a_new_file_with_another_band_count_than_the_store_names_the_store(raw, tmp_path):
+    write_hdf5_cube(raw / "a.h5", SHAPE)
+    ingest_folder(raw, tmp_path / "cubes.h5", params())
+    (raw / "a.h5").unlink()
+    write_hdf5_cube(raw / "odd.h5", (5, 8, 8))
+    report, index = ingest_folder(raw, tmp_path / "cubes.h5", params())
+    [rejected] = report["rejected"]
+    assert "5 bands" in rejected["reason"] and str(tmp_path / "cubes.h5") in rejected["reason"]
+    assert len(index) == 4

@@ -255,9 +255,8 @@ def scan_folder(
     accepted: list[FileEntry] = []
     for entry, cube in candidates:
         if entry.shape[0] != num_bands:
-            where = "the store" if info else "most files of the dataset"
-            reject(entry.file, f"has {entry.shape[0]} bands but {where} has {num_bands}. "
-                   f"Fix: ingest it as its own dataset, or resample it to {num_bands} bands")
+            where = f"the store {store.path}" if info else "most files of the dataset"
+            reject(entry.file, band_count_mismatch(entry.shape[0], num_bands, where))
             continue
         accepted.append(entry)
 
@@ -280,6 +279,12 @@ def scan_folder(
         rejected=rejected,
         params=asdict(params),
     )
+
+
+def band_count_mismatch(file_bands: int, expected: int, where: str) -> str:
+    """The rejection reason for a file whose band count is not the dataset's."""
+    return (f"has {file_bands} bands but {where} has {expected}. "
+            f"Fix: ingest it as its own dataset, or resample it to {expected} bands")
 
 
 def _most_common_band_count(entries: list[FileEntry]) -> int | None:
@@ -379,8 +384,8 @@ def append_plan(store: CubeStore, plan: IngestionPlan, params: IngestionParams) 
         )
     counters = AppendCounters()
     if store.exists():
-        plan = _reconcile_with_store(plan, store.info, params, counters)
-        _update_class_names(store, plan.class_names)
+        plan = _reconcile_with_store(plan, store, params, counters)
+        store.set_class_names(plan.class_names)
     started = time.perf_counter()
 
     def record(summary) -> dict:
@@ -403,13 +408,14 @@ def append_plan(store: CubeStore, plan: IngestionPlan, params: IngestionParams) 
     return store.ingestion_log()[-1]
 
 
-def _reconcile_with_store(plan: IngestionPlan, info: dict, params: IngestionParams, counters: "AppendCounters") -> IngestionPlan:
+def _reconcile_with_store(plan: IngestionPlan, store: CubeStore, params: IngestionParams,
+                          counters: "AppendCounters") -> IngestionPlan:
     """Files must match the store's band count; classes keep the store's order, new ones go last."""
+    info = store.info
     accepted = []
     for entry in plan.accepted:
         if entry.shape[0] != info["num_bands"]:
-            reason = (f"has {entry.shape[0]} bands but the store {info.get('path', '')} has {info['num_bands']}. "
-                      f"Fix: ingest it as its own dataset, or resample it to {info['num_bands']} bands")
+            reason = band_count_mismatch(entry.shape[0], info["num_bands"], f"the store {store.path}")
             if params.strict:
                 raise IngestionError(f"{entry.file}: {reason} (strict=true makes the first problem fatal)")
             counters.failed_files.append({"file": entry.file, "reason": reason})
@@ -417,16 +423,6 @@ def _reconcile_with_store(plan: IngestionPlan, info: dict, params: IngestionPara
         accepted.append(entry)
     class_names = list(info["class_names"]) + [c for c in plan.class_names if c not in info["class_names"]]
     return replace(plan, accepted=accepted, class_names=class_names)
-
-
-def _update_class_names(store: CubeStore, class_names: list[str]) -> None:
-    import json
-
-    import h5py
-
-    with h5py.File(store.path, "r+") as f:
-        if json.loads(f.attrs["class_names"]) != class_names:
-            f.attrs["class_names"] = json.dumps(class_names)
 
 
 # ---- step 3: index and report ------------------------------------------------------------------

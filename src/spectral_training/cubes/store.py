@@ -320,6 +320,13 @@ class CubeStore:
             f.attrs["ingestion_log"] = "[]"
         tmp.replace(self.path)
 
+    def set_class_names(self, class_names: list[str]) -> None:
+        """Record the class list (new classes are appended by ingestion, so old labels keep their index)."""
+        self.close()
+        with h5py.File(self.path, "r+") as f:
+            if json.loads(f.attrs["class_names"]) != class_names:
+                f.attrs["class_names"] = json.dumps(class_names)
+
     def append(
         self, batches: Iterable[TileBatch], *, log_entry: Callable[[AppendSummary], dict] | None = None
     ) -> AppendSummary:
