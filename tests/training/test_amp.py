@@ -58,10 +58,10 @@ def test_grad_scaler_path_skips_overflow_without_counting_a_bad_step(tiny, tmp_p
     # The fp16 + GradScaler path runs on CUDA only; torch's GradScaler also works on CPU, so the
     # engine's scaler logic (unscale, overflow skip, scale back-off, checkpointed state) is
     # exercised here without autocast.
-    import spectral_training.training.engine as engine
+    import spectral_training.training.step as step_module
     from spectral_training.training import AmpSettings
 
-    monkeypatch.setattr(engine, "resolve_amp", lambda mode, device: AmpSettings("cpu", None, True))
+    monkeypatch.setattr(step_module, "resolve_amp", lambda mode, device: AmpSettings("cpu", None, True))
     calls = {"count": 0}
 
     def forward(model, batch):

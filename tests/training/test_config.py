@@ -32,11 +32,27 @@ def test_unknown_key_is_refused_with_a_suggestion_and_the_source():
         ({"betas": [0.9]}, "betas"),
         ({"accumulation_steps": True}, "accumulation_steps"),
         ({"rollback_lr_factor": 2.0}, "rollback_lr_factor"),
+        ({"mode": "maximum"}, "mode"),
+        ({"monitor": ""}, "monitor"),
     ],
 )
 def test_wrong_values_name_the_field(settings, field):
     with pytest.raises(ConfigError, match=f"'{field}'"):
         TrainConfig.from_dict(settings)
+
+
+def test_mode_must_be_min_or_max_and_the_message_says_which_is_which():
+    with pytest.raises(ConfigError, match=r"^run\.yml: setting 'mode' = 'maximum'; expected 'min' .*or 'max'"):
+        TrainConfig.from_dict({"mode": "maximum"}, source="run.yml")
+
+
+def test_monitor_takes_the_tracking_spelling_and_is_resume_safe():
+    from spectral_training.training.config import RESUME_SAFE_FIELDS
+
+    config = TrainConfig.from_dict({"monitor": "val/macro_f1", "mode": "max"})
+    assert (config.monitor, config.mode) == ("val_macro_f1", "max")
+    assert (TrainConfig().monitor, TrainConfig().mode) == ("val_loss", "min")
+    assert {"monitor", "mode"} <= RESUME_SAFE_FIELDS
 
 
 def test_to_dict_is_plain_and_round_trips():

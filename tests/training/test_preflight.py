@@ -87,6 +87,46 @@ def test_a_model_that_yields_nan_fails_forward_backward(datasets):
     assert not report["passed"] and any("loss nan" in f for f in report["failed"])
 
 
+def test_preflight_runs_the_given_forward_fn_on_loader_like_batches(datasets):
+    train_set, val_set, t, e = datasets
+    batches, draws = [], []
+
+    def forward(model, batch):
+        # a family that needs labels, with randomness of its own (e.g. mixup) from the global RNG
+        batches.append(batch)
+        draws.append(torch.rand(()).item())
+        assert batch["label"].shape == batch["cube"].shape[:1]
+        return model(batch["cube"])
+
+    report = validate_setup(train_set, val_set, t, e, tile_size=TILE, store_bands=BANDS, model_builder=_tiny_mae,
+                            model_image_size=TILE, model_bands=BANDS, band_names=[f"b{i}" for i in range(BANDS)],
+                            forward_fn=forward, steps=3, lr=3e-3)
+
+    assert report["passed"], report["failed"]
+    assert len(batches) == 1 + 4  # forward_backward, then steps + 1 forwards
+    assert set(batches[0]) == {"cube", "label", "sample_id", "index"}  # default_collate of dataset items
+    assert batches[0]["sample_id"] == ["s0", "s1", "s2", "s3"]
+    assert len(set(draws)) == 1  # the global RNG is re-seeded before every forward
+
+
+def test_preflight_reports_a_forward_fn_that_breaks_the_contract(datasets):
+    train_set, val_set, t, e = datasets
+    report = validate_setup(train_set, val_set, t, e, tile_size=TILE, store_bands=BANDS, model_builder=_tiny_mae,
+                            model_image_size=TILE, model_bands=BANDS, band_names=[],
+                            forward_fn=lambda model, batch: model(batch["cube"])["loss"])
+    assert not report["passed"]
+    assert any("ContractError" in f and "'loss'" in f for f in report["failed"])
+
+
+def test_shape_messages_name_the_image_size_parameter_given(datasets):
+    train_set, val_set, _, e = datasets
+    t = build_transforms([{"resize": 8}], _stats(), where="transforms.train")
+    report = validate_setup(train_set, val_set, t, e, tile_size=TILE, store_bands=BANDS, model_builder=_tiny_mae,
+                            model_image_size=TILE, model_bands=BANDS, band_names=[],
+                            image_size_param="vit.model.image_size")
+    assert any("vit.model.image_size is 16" in f for f in report["failed"])
+
+
 def test_training_refuses_a_failed_report_unless_skip_validation_is_set(caplog):
     failed = {"passed": False, "failed": ["transforms.train outputs 448 px"]}
     with pytest.raises(ValidationFailed, match="448 px.*skip_validation=true"):

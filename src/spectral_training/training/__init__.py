@@ -7,10 +7,13 @@
     val_loader = make_loader(val_set, batch_size=64, shuffle=False, seed=config.seed)
     result = fit(model, train_loader, val_loader, config, run_dir=run_dir, metadata=metadata)
 
-Modules, one job each: config (TrainConfig), engine (fit), data (make_loader), checkpoint
-(atomic files, load_checkpoint), guards (NaN/Inf and bad-batch handling), optim (timm optimizer,
-scheduler, EMA), amp (mixed precision), rng (seeding, RNG state), signals (SIGTERM/SIGINT),
-callbacks (TrainingCallback), distributed (rank helpers).
+Modules, one job each: config (TrainConfig), engine (fit: the epoch loop), step (one
+accumulation window, the model contract), validation (one validation pass), state (FitResult,
+progress, the best-metric tracker, EpochMetrics), run_state (checkpoint contents, resume,
+rollback), data (make_loader), checkpoint (atomic files, load_checkpoint), guards (NaN/Inf and
+bad-batch handling), optim (timm optimizer, scheduler, EMA), amp (mixed precision), rng (seeding,
+RNG state), signals (SIGTERM/SIGINT), callbacks (TrainingCallback), distributed (rank helpers),
+preflight (checks before training).
 """
 
 from spectral_training.training.amp import AmpSettings, resolve_amp
@@ -31,9 +34,11 @@ from spectral_training.training.distributed import (
     setup_distributed,
     world_size,
 )
-from spectral_training.training.engine import STOP_REASONS, FitResult, default_forward, fit
+from spectral_training.training.engine import fit
 from spectral_training.training.guards import ContractError, TrainingError
 from spectral_training.training.rng import seed_everything
+from spectral_training.training.state import STOP_REASONS, EpochMetrics, FitResult
+from spectral_training.training.step import default_forward, move_to_device
 
 __all__ = [
     "AmpSettings",
@@ -41,6 +46,7 @@ __all__ = [
     "ConfigError",
     "ContractError",
     "EpochBatchSampler",
+    "EpochMetrics",
     "FitResult",
     "STOP_REASONS",
     "SeededSampleDataset",
@@ -56,6 +62,7 @@ __all__ = [
     "is_main_process",
     "load_checkpoint",
     "make_loader",
+    "move_to_device",
     "rank",
     "resolve_amp",
     "seed_everything",

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 from spectral_training.training import distributed
-
-if TYPE_CHECKING:
-    from spectral_training.training.config import TrainConfig
-    from spectral_training.training.engine import FitResult
+from spectral_training.training.config import TrainConfig
+from spectral_training.training.state import FitResult
 
 logger = logging.getLogger("spectral_training.training")
 
@@ -30,7 +28,7 @@ class TrainingCallback:
     """Hooks called by `fit`, in this order: on_fit_start, (on_step_end..., on_checkpoint...,
     on_epoch_end)..., on_fit_end."""
 
-    def on_fit_start(self, config: "TrainConfig", state: dict[str, Any]) -> None:
+    def on_fit_start(self, config: TrainConfig, state: dict[str, Any]) -> None:
         """Before the first step. `state` holds run_dir, device, resumed, start_epoch, start_step,
         batches_per_epoch, steps_per_epoch, world_size, amp, metadata."""
 
@@ -41,12 +39,12 @@ class TrainingCallback:
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         """After validation and the epoch-end checkpoint. `metrics` is the epoch's history entry
-        without None values (0-based `epoch`)."""
+        without None values (0-based `epoch`), val_<name> metrics of `fit(val_metrics=...)` included."""
 
     def on_checkpoint(self, path: Path, is_best: bool) -> None:
         """After a checkpoint was written to `path` (last.pt); `is_best` when best.pt was updated."""
 
-    def on_fit_end(self, result: "FitResult") -> None:
+    def on_fit_end(self, result: FitResult) -> None:
         """After the last checkpoint and the guard report, with the value `fit` returns."""
 
 
@@ -67,7 +65,7 @@ class CallbackList:
             except Exception:
                 logger.exception("callback %s.%s raised; ignored", type(callback).__name__, hook)
 
-    def on_fit_start(self, config: "TrainConfig", state: dict[str, Any]) -> None:
+    def on_fit_start(self, config: TrainConfig, state: dict[str, Any]) -> None:
         self._call("on_fit_start", config, state)
 
     def on_step_end(self, step: int, metrics: dict[str, float]) -> None:
@@ -79,5 +77,5 @@ class CallbackList:
     def on_checkpoint(self, path: Path, is_best: bool) -> None:
         self._call("on_checkpoint", path, is_best)
 
-    def on_fit_end(self, result: "FitResult") -> None:
+    def on_fit_end(self, result: FitResult) -> None:
         self._call("on_fit_end", result)

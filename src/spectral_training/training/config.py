@@ -19,7 +19,11 @@ ResumeMode = Literal["auto"] | bool
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 # Schedulers timm's create_scheduler_v2 can drive per optimizer step. "plateau" is left out: it
 # steps per epoch on a metric, which does not fit a step-level engine.
-SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "wsd", "rsqrt", "constant", "none")
+# "onecycle" is OneCycleLR's lr shape built from timm's cosine: warmup from lr/25 over
+# `onecycle_pct_start` of the run, then cosine down to lr/1e4 (no momentum cycling).
+SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "wsd", "rsqrt", "constant", "onecycle", "none")
+
+MONITOR_MODES = ("min", "max")
 
 # Settings that may change between a run and its resumption without breaking exact resume:
 # they only decide when to stop, log or save, never what a step computes.
@@ -33,6 +37,8 @@ RESUME_SAFE_FIELDS = frozenset(
         "checkpoint_every_steps",
         "patience",
         "min_delta",
+        "monitor",
+        "mode",
         "max_bad_steps",
         "max_rollbacks",
         "max_consecutive_failed_batches",
@@ -69,6 +75,9 @@ class TrainConfig:
     warmup_epochs: float = 5.0
     warmup_steps: int | None = None  # when set, overrides warmup_epochs
     warmup_lr: float = 1e-6  # lr at step 0 of warmup
+    decay_epochs: float = 30.0  # step: multiply the lr by decay_rate every decay_epochs (multistep: at each multiple)
+    decay_rate: float = 0.1
+    onecycle_pct_start: float = 0.3  # onecycle: share of the run spent warming up
     # --- step mechanics
     accumulation_steps: int = 1
     clip_grad_norm: float | None = 1.0  # None = no clipping (the norm is still checked for NaN/Inf)
@@ -82,9 +91,11 @@ class TrainConfig:
     rollback_lr_factor: float = 0.5  # lr multiplier applied at each rollback
     max_rollbacks: int = 3  # the next bad streak after this many rollbacks stops the run
     max_consecutive_failed_batches: int = 10  # batches raising in a row before giving up
-    # --- early stopping on validation loss
+    # --- best.pt and early stopping follow one history key
+    monitor: str = "val_loss"  # e.g. "val_macro_f1" (or "val/macro_f1"); see fit(val_metrics=...)
+    mode: str = "min"  # "min": lower is better (losses), "max": higher is better (accuracy, F1)
     patience: int | None = None  # epochs without improvement; None = off
-    min_delta: float = 0.0  # an improvement must beat the best by more than this
+    min_delta: float = 0.0  # an improvement must beat the best by more than this (monitor's units)
     # --- checkpoints and resume
     checkpoint_every_steps: int | None = 500  # plus one at every epoch end; None/0 = epoch ends only
     resume: ResumeMode = "auto"  # auto: resume when run_dir/last.pt exists
@@ -200,6 +211,11 @@ class TrainConfig:
         check_number("warmup_epochs", 0.0)
         check_int("warmup_steps", 0, optional=True)
         check_number("warmup_lr", 0.0)
+        check_number("decay_epochs", 0.0, strict=True)
+        check_number("decay_rate", 0.0, strict=True)
+        check_number("onecycle_pct_start", 0.0)
+        if self.onecycle_pct_start >= 1.0:
+            fail("onecycle_pct_start", "a number in [0, 1), e.g. 0.3")
         check_int("accumulation_steps", 1)
         check_number("clip_grad_norm", 0.0, optional=True, strict=True)
         if self.amp not in AMP_MODES:
@@ -216,6 +232,12 @@ class TrainConfig:
             fail("rollback_lr_factor", "a number in (0, 1]")
         check_int("max_rollbacks", 0)
         check_int("max_consecutive_failed_batches", 1)
+        if not isinstance(self.monitor, str) or not self.monitor.strip():
+            fail("monitor", "a history key such as 'val_loss' or 'val_macro_f1'")
+        # Families name metrics as trackers do ("val/macro_f1"); history keys use "_".
+        self.monitor = self.monitor.strip().replace("/", "_")
+        if self.mode not in MONITOR_MODES:
+            fail("mode", "'min' (lower is better, e.g. a loss) or 'max' (higher is better, e.g. accuracy)")
         check_int("patience", 1, optional=True)
         check_number("min_delta", 0.0)
         check_int("checkpoint_every_steps", 0, optional=True)

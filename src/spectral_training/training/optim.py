@@ -54,13 +54,23 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps
     """
     total_steps = config.epochs * steps_per_epoch
     warmup = min(warmup_steps(config, steps_per_epoch), max(total_steps - 1, 0))
+    sched, warmup_lr, min_lr = config.scheduler, config.warmup_lr, config.min_lr
+    if sched == "onecycle":  # OneCycleLR's defaults: start at lr/25, end at lr/(25 x 1e4)
+        sched, warmup = "cosine", int(round(config.onecycle_pct_start * total_steps))
+        warmup_lr, min_lr = config.lr / 25.0, config.lr / 25.0 / 1e4
+    decay_steps = max(1, int(round(config.decay_epochs * steps_per_epoch)))
     scheduler, _ = create_scheduler_v2(
         optimizer,
-        sched=config.scheduler,
-        num_epochs=total_steps,
+        sched=sched,
+        # with a prefix warmup the cosine runs over the steps after it, so it ends on the last step
+        num_epochs=total_steps - warmup if config.scheduler == "onecycle" else total_steps,
+        decay_epochs=decay_steps,
+        decay_milestones=list(range(decay_steps, max(total_steps, decay_steps) + 1, decay_steps)),
+        decay_rate=config.decay_rate,
         warmup_epochs=warmup,
-        warmup_lr=config.warmup_lr,
-        min_lr=config.min_lr,
+        warmup_lr=warmup_lr,
+        warmup_prefix=config.scheduler == "onecycle",  # the cosine starts at the peak, after the warmup
+        min_lr=min_lr,
         step_on_epochs=False,
         updates_per_epoch=1,
         noise_seed=config.seed,

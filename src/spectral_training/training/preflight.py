@@ -7,22 +7,28 @@ Checks, in order (a failed check stops the ones that depend on it):
    store's band count is the model's.
 2. ``finite``: a batch is finite after normalisation and the transforms.
 3. ``zero_std_bands``: bands whose train std is 0 are flagged (a warning: they carry no signal).
-4. ``forward_backward``: one batch goes forward and backward to a finite loss and finite gradients.
+4. ``forward_backward``: one batch goes through the family's ``forward_fn`` (the one ``fit``
+   uses) and backward to a finite loss and finite gradients.
 5. ``loss_decreases``: a few optimizer steps on that batch lower its loss.
 
-The model is trained on a copy-free fresh build, never the one that training will use.
+The batch is collated like the training loader's (a dict: cube, label, sample_id, index...).
+The model is a fresh build from ``model_builder``, never the one that training will use.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
+from torch.utils.data import Dataset, default_collate
 
-from spectral_training.cubes.dataset import NormalisedTileDataset
 from spectral_training.cubes.transforms import Compose, TransformError
+from spectral_training.training.guards import ContractError
+from spectral_training.training.rng import isolated_rng
+from spectral_training.training.step import ForwardFn, default_forward, loss_from_output
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +39,11 @@ def _check(name: str, passed: bool, detail: str, **extra) -> dict:
 
 def check_shapes(tile_size: int, store_bands: int, train_t: Compose, eval_t: Compose,
                  model_image_size: int, model_bands: int, image_size_param: str = "model.image_size") -> list[dict]:
+    """Output size of both transforms vs the model's input size, and store vs model band count.
+
+    `image_size_param` is the parameter that sets `model_image_size` (e.g. "vit.model.image_size"),
+    named in the messages so the fix can be found in the right parameter file.
+    """
     checks = []
     for label, transform in (("transforms.train", train_t), ("transforms.eval", eval_t)):
         try:
@@ -60,14 +71,23 @@ def check_shapes(tile_size: int, store_bands: int, train_t: Compose, eval_t: Com
     return checks
 
 
-def _batch(dataset: NormalisedTileDataset, batch_size: int) -> torch.Tensor:
-    n = min(batch_size, len(dataset))
-    return torch.stack([dataset[i]["cube"] for i in range(n)])
+def _batch(dataset: Dataset, batch_size: int) -> dict[str, Any]:
+    """The first `batch_size` items collated as the training loader does (torch's default_collate),
+    so forward_fn sees the same dict (cube, label, sample_id, index...) it gets in training."""
+    return default_collate([dataset[i] for i in range(min(batch_size, len(dataset)))])
+
+
+def _cube(batch: Any) -> torch.Tensor:
+    if not isinstance(batch, Mapping) or not isinstance(batch.get("cube"), torch.Tensor):
+        keys = f" with keys {sorted(batch)}" if isinstance(batch, Mapping) else ""
+        raise ContractError(f"dataset items must be dicts with a 'cube' tensor, got a batch of "
+                            f"{type(batch).__name__}{keys}")
+    return batch["cube"]
 
 
 def validate_setup(
-    train_set: NormalisedTileDataset,
-    val_set: NormalisedTileDataset,
+    train_set: Dataset,
+    val_set: Dataset,
     train_t: Compose,
     eval_t: Compose,
     *,
@@ -77,13 +97,29 @@ def validate_setup(
     model_image_size: int,
     model_bands: int,
     band_names: list[str],
+    forward_fn: ForwardFn = default_forward,
+    image_size_param: str = "model.image_size",
     batch_size: int = 4,
     steps: int = 5,
     lr: float = 1e-3,
     seed: int = 0,
 ) -> dict:
-    """Run every check; returns the report (``passed`` is True only if all required checks pass)."""
-    checks = check_shapes(tile_size, store_bands, train_t, eval_t, model_image_size, model_bands)
+    """Run every check; returns the report (``passed`` is True only if all required checks pass).
+
+    Args:
+        train_set, val_set: datasets whose items are dicts with a "cube" tensor (the training
+            loader's items); the first `batch_size` of each make the test batches.
+        train_t, eval_t: their transforms, checked against `model_image_size` / `model_bands`.
+        model_builder: builds a fresh model (never the one training will use).
+        forward_fn: the family's `forward_fn(model, batch) -> {"loss": ...}`, the same one given
+            to `fit`, so the checks run the code training runs (labels, masks, mixup...).
+        image_size_param: the parameter that sets `model_image_size`, named in shape messages
+            (e.g. "vit.model.image_size").
+        seed: the global torch RNG is re-seeded with it before every forward, so random masks,
+            mixup and dropout are the same at every step and the losses compare. The caller's
+            RNG states are restored afterwards.
+    """
+    checks = check_shapes(tile_size, store_bands, train_t, eval_t, model_image_size, model_bands, image_size_param)
     report: dict = {"checks": checks, "zero_std_bands": [], "input_shape": None}
     zero = [band_names[i] if i < len(band_names) else i for i in train_t.normalise.zero_std_bands]
     report["zero_std_bands"] = zero
@@ -96,56 +132,57 @@ def validate_setup(
     if not all(c["passed"] for c in checks):
         checks.append(_check("forward_backward", False, "not run: fix the shape checks first", skipped=True))
         return _finish(report)
+    with isolated_rng(seed):
+        _run_batch_checks(report, train_set, val_set, model_builder, forward_fn, batch_size, steps, lr, seed)
+    return _finish(report)
 
-    torch.manual_seed(seed)
+
+def _run_batch_checks(report: dict, train_set: Dataset, val_set: Dataset, model_builder: Callable[[], torch.nn.Module],
+                      forward_fn: ForwardFn, batch_size: int, steps: int, lr: float, seed: int) -> None:
+    """finite, forward_backward and loss_decreases, appended to report["checks"]; stops at the first failure."""
+    checks = report["checks"]
     batch = _batch(train_set, batch_size)
     eval_batch = _batch(val_set, batch_size) if len(val_set) else None
-    report["input_shape"] = list(batch.shape)
-    finite = bool(torch.isfinite(batch).all()) and (eval_batch is None or bool(torch.isfinite(eval_batch).all()))
+    cube = _cube(batch)
+    report["input_shape"] = list(cube.shape)
+    finite = bool(torch.isfinite(cube).all()) and (eval_batch is None or bool(torch.isfinite(_cube(eval_batch)).all()))
     checks.append(_check("finite", finite, "values are finite after normalisation and transforms" if finite
                          else "non-finite values after normalisation: check band_stats (std) and the store"))
     if not finite:
-        return _finish(report)
+        return
 
+    torch.manual_seed(seed)
     model = model_builder()
     model.train()
     try:
-        out = model(batch)
-        loss = out["loss"].float()
+        torch.manual_seed(seed)
+        loss, _ = loss_from_output(forward_fn(model, batch))
         loss.backward()
     except Exception as err:  # the report must say what broke, not crash the pipeline
         checks.append(_check("forward_backward", False, f"forward/backward raised {type(err).__name__}: {err}"))
-        return _finish(report)
+        return
+    loss_value = loss.item()
     grads_finite = all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-    ok = math.isfinite(loss.item()) and grads_finite
+    ok = math.isfinite(loss_value) and grads_finite
     checks.append(_check("forward_backward", ok,
-                         f"loss {loss.item():.4g}, gradients {'finite' if grads_finite else 'NOT finite'}",
-                         loss=loss.item()))
+                         f"loss {loss_value:.4g}, gradients {'finite' if grads_finite else 'NOT finite'}",
+                         loss=loss_value))
     if not ok:
-        return _finish(report)
+        return
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
     losses = []
     for _ in range(steps + 1):
         optimizer.zero_grad(set_to_none=True)
-        gen.manual_seed(seed)  # the same mask every step, so the losses compare
-        step_out = _forward_fixed(model, batch, gen)
-        losses.append(float(step_out["loss"].detach().float()))
-        step_out["loss"].float().backward()
+        torch.manual_seed(seed)  # the same masks / mixup / dropout every step, so the losses compare
+        step_loss, _ = loss_from_output(forward_fn(model, batch))
+        losses.append(step_loss.item())
+        step_loss.backward()
         optimizer.step()
     decreased = losses[-1] < losses[0]
     checks.append(_check("loss_decreases", decreased,
                          f"loss on one batch {losses[0]:.4g} -> {losses[-1]:.4g} after {steps} AdamW steps (lr {lr})",
                          losses=losses))
-    return _finish(report)
-
-
-def _forward_fixed(model: torch.nn.Module, batch: torch.Tensor, generator: torch.Generator) -> dict:
-    try:
-        return model(batch, generator=generator)
-    except TypeError:  # models without a generator argument
-        return model(batch)
 
 
 def _finish(report: dict) -> dict:
