@@ -24,7 +24,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .readers import SUPPORTED_SUFFIXES, CubeFileError, RawCube, read_cube
-from .splits import split_of, validate_fractions
+from .splits import BUFFER, block_size_warning, block_split_of, split_of, validate_block_px, validate_fractions
 from .store import CubeStore, TileBatch
 from .tiling import NAN_POLICIES, batched, cut, cut_maps, majority_labels, repair_nonfinite, tile_windows
 
@@ -55,6 +55,7 @@ class IngestionParams:
     strict: bool = False
     compression: str | None = None
     splits: dict = field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
+    split_block_px: int | None = None  # None: split per tile; B: per B x B block of each file
     show_progress: bool = True
 
     @classmethod
@@ -84,6 +85,7 @@ class IngestionParams:
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ValueError(f"ingestion.{name} is a fraction between 0 and 1, got {getattr(self, name)}")
         self.splits = validate_fractions(self.splits)
+        self.split_block_px = validate_block_px(self.split_block_px)
 
     @property
     def effective_stride(self) -> int:
@@ -196,7 +198,9 @@ def nonfinite_fraction(data: np.ndarray) -> float:
 
 # ---- step 1: scan ------------------------------------------------------------------------------
 def _read(path: Path, params: IngestionParams) -> RawCube:
-    return read_cube(path, cube_key=params.cube_key, layout=params.layout, scale=params.scale, labels_key=params.labels_key)
+    # Photos are cropped and resized to one tile here, so the scan's checks see what is stored.
+    return read_cube(path, cube_key=params.cube_key, layout=params.layout, scale=params.scale,
+                     labels_key=params.labels_key, photo_size=int(params.tile_size))
 
 
 def scan_folder(
@@ -426,9 +430,15 @@ def _reconcile_with_store(plan: IngestionPlan, store: CubeStore, params: Ingesti
 
 
 # ---- step 3: index and report ------------------------------------------------------------------
-def build_sample_index(store: CubeStore, splits: dict[str, float]) -> pd.DataFrame:
-    """One row per stored sample: id, source, window, hash, label, split (a pure function of the id)."""
+def build_sample_index(store: CubeStore, splits: dict[str, float], block_px: int | None = None) -> pd.DataFrame:
+    """One row per stored sample: id, source, window, hash, label, split.
+
+    The split is a pure function of the sample id: of the id itself when ``block_px`` is None,
+    else of the file and the ``block_px`` block of the tile's corner, with tiles reaching into
+    a block of another split set aside as ``"buffer"`` (see :mod:`.splits`).
+    """
     fractions = validate_fractions(splits)
+    block_px = validate_block_px(block_px)
     if not store.exists():
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in INDEX_COLUMNS.items()})
     ids = store.column("sample_ids")
@@ -443,7 +453,18 @@ def build_sample_index(store: CubeStore, splits: dict[str, float]) -> pd.DataFra
         "content_hash": store.column("content_hash").astype(str),
         "label": store.column("labels").astype(np.int64),
     })
-    index["split"] = [split_of(sid, fractions) for sid in index["sample_id"]]
+    if block_px is None:
+        index["split"] = [split_of(sid, fractions) for sid in index["sample_id"]]
+        return index
+    tile_hw = [(int(h), int(w)) for h, w in windows[:, 2:4]] if len(windows) else []
+    warning = block_size_warning(block_px, max((max(hw) for hw in tile_hw), default=0))
+    if warning:
+        log.warning(warning)
+    index["split"] = [block_split_of(sid, fractions, block_px, hw) for sid, hw in zip(index["sample_id"], tile_hw)]
+    buffered = int((index["split"] == BUFFER).sum())
+    if buffered:
+        log.info("block split (%d px): %d of %d tiles reach into a block of another split and are set aside as '%s'",
+                 block_px, buffered, len(index), BUFFER)
     return index
 
 
@@ -486,7 +507,7 @@ def ingest_folder(raw_root: str | Path, store_path: str | Path, params: Ingestio
     store = CubeStore(store_path)
     plan = scan_folder(raw_root, params, store=store)
     record = append_plan(store, plan, params)
-    index = build_sample_index(store, params.splits)
+    index = build_sample_index(store, params.splits, params.split_block_px)
     return build_report(plan, record, index, store), index
 
 

@@ -6,10 +6,12 @@ Formats, chosen by file suffix (case-insensitive):
   wavelengths, band names and the storage layout may sit beside it (see :func:`read_cube`).
 - NumPy (``.npy``): one 3-D numeric array, memory-mapped, never unpickled.
 - GeoTIFF (``.tif``, ``.tiff``): every raster band is one cube band, so the layout is always CHW.
+- Photographs (``.png``, ``.jpg``, ``.jpeg``): read by :mod:`.photos` as 3 bands red, green,
+  blue in [0, 1], oriented by EXIF, optionally centre-cropped and resized to one square tile.
 
 Every problem with a file is raised as :class:`CubeFileError`, whose message names the file,
-what is wrong with it and what to do; no h5py, NumPy or GDAL traceback escapes. Files are only
-ever opened read-only.
+what is wrong with it and what to do; no h5py, NumPy, GDAL or Pillow traceback escapes. Files
+are only ever opened read-only.
 
 This module is engine code: it knows nothing about Kedro, datasets or tiling. Checks that need
 more than one file (same band count across a dataset) or that depend on policy (non-finite
@@ -31,9 +33,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .photos import PHOTO_SUFFIXES, RGB_BAND_NAMES, RGB_WAVELENGTHS_NM, PhotoError, read_photo
+
 logger = logging.getLogger(__name__)
 
-SUPPORTED_SUFFIXES: frozenset[str] = frozenset({".h5", ".hdf5", ".he5", ".npy", ".tif", ".tiff"})
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset({".h5", ".hdf5", ".he5", ".npy", ".tif", ".tiff"}) | PHOTO_SUFFIXES
 
 _HDF5_SUFFIXES = frozenset({".h5", ".hdf5", ".he5"})
 _GEOTIFF_SUFFIXES = frozenset({".tif", ".tiff"})
@@ -102,6 +106,7 @@ def read_cube(
     layout: str = "auto",
     scale: float | None = None,
     labels_key: str = "labels",
+    photo_size: int | None = None,
 ) -> RawCube:
     """Read one raw cube file into a :class:`RawCube` with float32 ``(C, H, W)`` data.
 
@@ -116,6 +121,10 @@ def read_cube(
             stored as uint16). Float data is never scaled.
         labels_key: HDF5 only: name of an optional 2-D ``(H, W)`` per-pixel label dataset,
             looked up from the file root, then beside the cube.
+        photo_size: PNG/JPEG only: centre-crop to a square and resize to this many pixels a
+            side (ingestion passes its ``tile_size``, so one photo is one tile); None keeps
+            the native size. Photos ignore ``layout``, ``scale`` and ``cube_key``: they are
+            always RGB in [0, 1], band names red/green/blue at nominal 640/550/465 nm.
 
     Returns:
         RawCube. Wavelengths are in nanometres: a vector with an explicit unit ("nm", "um",
@@ -125,20 +134,25 @@ def read_cube(
     Raises:
         CubeFileError: the file is missing, unreadable, empty, corrupt, truncated, of an
             unsupported suffix or dtype, not 3-D, has a zero-size axis, an ambiguous layout,
-            or metadata (labels, wavelengths, band names) that does not fit the cube.
+            or metadata (labels, wavelengths, band names) that does not fit the cube; a photo
+            that is not a PNG/JPEG, truncated, corrupt or a decompression bomb.
     """
     path = Path(path)
     layout = _normalise_layout(layout, path, where="the `layout` parameter")
     _check_scale(scale, path)
+    _check_photo_size(photo_size, path)
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise CubeFileError(
             path,
             f"the suffix {path.suffix!r} is not a supported cube format "
             f"(supported: {', '.join(sorted(SUPPORTED_SUFFIXES))}).",
-            "convert the file to HDF5, .npy or GeoTIFF, or move it out of the raw data folder.",
+            "convert the file to HDF5, .npy, GeoTIFF, PNG or JPEG, or move it out of the raw"
+            " data folder.",
         )
     _check_file_is_readable(path)
+    if suffix in PHOTO_SUFFIXES:
+        return _read_photo(path, size=photo_size)
     if suffix in _HDF5_SUFFIXES:
         return _read_hdf5(path, cube_key=cube_key, layout=layout, scale=scale, labels_key=labels_key)
     if suffix == ".npy":
@@ -225,6 +239,17 @@ def _check_scale(scale: float | None, path: Path) -> None:
             f"the `scale` parameter is {scale!r}; it must be a finite non-zero number.",
             "set `scale` to the factor that turns stored integers into physical values"
             " (e.g. 0.0001), or leave it unset.",
+        )
+
+
+def _check_photo_size(photo_size: int | None, path: Path) -> None:
+    if photo_size is None:
+        return
+    if not isinstance(photo_size, numbers.Integral) or isinstance(photo_size, bool) or photo_size < 1:
+        raise CubeFileError(
+            path,
+            f"the `photo_size` argument is {photo_size!r}; it must be a positive whole number of pixels.",
+            "pass the store's tile size (ingestion does), or None to keep photos at native size.",
         )
 
 
@@ -835,4 +860,25 @@ def _read_geotiff(path: Path, *, scale: float | None) -> RawCube:
         band_names=band_names,
         source_layout="CHW",
         source_dtype=source_dtype.name,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# PNG / JPEG photographs
+# --------------------------------------------------------------------------------------------
+
+
+def _read_photo(path: Path, *, size: int | None) -> RawCube:
+    try:
+        photo = read_photo(path, size=None if size is None else int(size))
+    except PhotoError as exc:
+        raise CubeFileError(path, exc.reason, exc.fix) from exc
+    return RawCube(
+        path=path,
+        data=photo.data,
+        label_map=None,
+        wavelengths_nm=list(RGB_WAVELENGTHS_NM),
+        band_names=list(RGB_BAND_NAMES),
+        source_layout="HWC",
+        source_dtype=photo.source_dtype,
     )

@@ -49,5 +49,5 @@ def index_and_report(cube_store: CubeStore, ingestion_plan: dict, ingestion_para
     params = IngestionParams.from_dict(ingestion_params)
     plan = IngestionPlan.from_dict(ingestion_plan)
     record = cube_store.ingestion_log()[-1] if cube_store.exists() else {}
-    index = build_sample_index(cube_store, params.splits)
+    index = build_sample_index(cube_store, params.splits, params.split_block_px)
     return index, build_report(plan, record, index, cube_store)
