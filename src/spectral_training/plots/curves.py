@@ -9,7 +9,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["plot_loss_curves"]
+__all__ = ["plot_loss_curves", "plot_metric_curves"]
 
 _TRAIN_KEYS = ("train_loss", "loss", "train")
 _VAL_KEYS = ("val_loss", "valid_loss", "validation_loss", "val")
@@ -79,4 +79,45 @@ def plot_loss_curves(history: Sequence[Mapping[str, Any]], loss_label: str = "lo
         fig.legend(handles=lines, loc="outside lower center", ncols=len(lines))
     else:
         ax.text(0.5, 0.5, "no loss values recorded", ha="center", va="center", transform=ax.transAxes)
+    return fig
+
+
+def plot_metric_curves(history: Sequence[Mapping[str, Any]], keys: Sequence[str], title: str = "Validation metrics") -> Figure:
+    """One line per metric key per epoch, e.g. ``["val_accuracy", "val_macro_f1"]``.
+
+    Args:
+        history: one dict per epoch (``epoch`` read as in :func:`plot_loss_curves`).
+        keys: the metrics to draw, on one shared y axis (use metrics of one scale together).
+            Missing, ``None`` or non-finite values are gaps; a key absent from every epoch is
+            not drawn and is named in a note on the plot.
+        title: the axis title.
+
+    Returns:
+        Figure with one axis and a figure legend below the plot.
+    """
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(title)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("value")
+    if not history:
+        ax.text(0.5, 0.5, "no epochs recorded", ha="center", va="center", transform=ax.transAxes)
+        return fig
+    epochs = [float(row.get("epoch", i + 1)) for i, row in enumerate(history)]
+    markers = "os^dv<>ph*"
+    lines, missing = [], []
+    for k, key in enumerate(keys):
+        values = [_pick(row, (key,)) for row in history]
+        if any(math.isfinite(v) for v in values):
+            lines += ax.plot(epochs, values, marker=markers[k % len(markers)], color=f"C{k % 10}", label=key)
+        else:
+            missing.append(key)
+    if missing:
+        ax.text(0.01, 0.99, "not recorded: " + ", ".join(missing), ha="left", va="top", fontsize="small", transform=ax.transAxes)
+    if len(set(epochs)) == 1:
+        ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+    ax.grid(True, alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if lines:
+        fig.legend(handles=lines, loc="outside lower center", ncols=min(len(lines), 4))
     return fig
