@@ -26,11 +26,11 @@ NOTEBOOK = PROJECT_ROOT / "notebooks" / "mae_demo_results.ipynb"
 # A model and a run small enough for a test (the same sizes as tests/pipelines/test_mae_pretrain_e2e.py).
 TINY_RUN = (
     "ingestion.tile_size=16,ingestion.stride=8,ingestion.show_progress=false,"
-    "normalisation_stats.show_progress=false,model.image_size=16,model.spatial_patch=4,model.spectral_patch=3,"
-    "model.depth=2,model.embed_dim=32,model.num_heads=2,model.decoder_embed_dim=32,model.decoder_depth=1,"
-    "model.decoder_num_heads=2,"
-    "train.epochs=3,train.warmup_epochs=1,train.progress=false,train.checkpoint_every_steps=2,"
-    "loader.batch_size=4,validation.steps=3"
+    "normalisation_stats.show_progress=false,mae.model.image_size=16,mae.model.spatial_patch=4,mae.model.spectral_patch=3,"
+    "mae.model.depth=2,mae.model.embed_dim=32,mae.model.num_heads=2,mae.model.decoder_embed_dim=32,mae.model.decoder_depth=1,"
+    "mae.model.decoder_num_heads=2,"
+    "mae.train.epochs=3,mae.train.warmup_epochs=1,mae.train.progress=false,mae.train.checkpoint_every_steps=2,"
+    "mae.loader.batch_size=4,validation.steps=3"
 )
 
 # Runs the notebook's code cells in order in one IPython shell; stops at the first that fails.

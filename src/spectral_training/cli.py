@@ -30,7 +30,7 @@ def _top_level_params(pipeline_name: str | None, params: dict) -> dict:
 @cli.command("params")
 @click.option("--pipeline", "-p", "pipeline_name", default=None, help="Only the parameters this pipeline reads.")
 @click.option("--params", "runtime_params", default="", callback=_split_params,
-              help="The same overrides `kedro run --params` takes, e.g. model.variant=small.")
+              help="The same overrides `kedro run --params` takes, e.g. mae.model.variant=small.")
 @click.option("--env", "-e", default=None, help="Configuration environment, as for `kedro run`.")
 def show_params(pipeline_name: str | None, runtime_params: dict, env: str | None) -> None:
     """Print the fully resolved parameters of a run, without running it."""
@@ -38,7 +38,24 @@ def show_params(pipeline_name: str | None, runtime_params: dict, env: str | None
     bootstrap_project(project)
     with KedroSession.create(project_path=project, env=env, runtime_params=runtime_params) as session:
         params = session.load_context().params
-    click.echo(yaml.safe_dump(_top_level_params(pipeline_name, params), sort_keys=False, default_flow_style=False))
+    shown = _top_level_params(pipeline_name, params)
+    if pipeline_name is not None:
+        shown.update(_resolved_family(pipelines[pipeline_name], params))
+    click.echo(yaml.safe_dump(shown, sort_keys=False, default_flow_style=False))
+
+
+def _resolved_family(pipeline, params: dict) -> dict:
+    """``{"resolved_family": {<family>: the block a run would train with}}`` for a training pipeline."""
+    from spectral_training import families
+    from spectral_training.pipelines.family_stage import stage_of
+
+    stage = stage_of(pipeline)
+    if stage is None:
+        return {}
+    name = stage.family or params.get("family")
+    resolved = families.resolve(name, params.get(stage.block), *(params.get(d) for d in stage.defaults),
+                                pipeline=stage.pipeline)
+    return {"resolved_family": resolved}
 
 
 @cli.command("diagnostics")
@@ -62,7 +79,10 @@ def diagnostics(runtime_params: dict, env: str | None) -> None:
                 click.echo(f"could not load {name}: {err}", err=True)
                 return None
 
+        from spectral_training.pipelines.family_stage import STAGES
+
+        others = {stage.pipeline: load(stage.model) for stage in STAGES if stage.model != "mae_model"}
         report = collect(load("cube_store"), load("sample_index"), load("band_stats"), load("transform_report"),
-                         load("mae_model"))
+                         load("mae_model"), models=others)
     click.echo(f"dataset: {context.params.get('dataset')}")
     click.echo(format_report(report))

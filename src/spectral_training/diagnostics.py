@@ -73,9 +73,9 @@ def transform_health(report: dict | None) -> dict[str, Any]:
             "checks": {c["name"]: c["passed"] for c in report.get("checks", [])}}
 
 
-def checkpoint_health(manifest: dict | None) -> dict[str, Any]:
+def checkpoint_health(manifest: dict | None, pipeline: str = "mae_pretrain") -> dict[str, Any]:
     if manifest is None:
-        return {"ok": False, "problem": "no trained model: run `kedro run --pipeline mae_training`"}
+        return {"ok": False, "problem": f"no trained model: run `kedro run --pipeline {pipeline}`"}
     from spectral_training.training.checkpoint import load_checkpoint
 
     path = manifest.get("last_checkpoint")
@@ -94,17 +94,24 @@ def checkpoint_health(manifest: dict | None) -> dict[str, Any]:
         "bands": len(meta.get("band_names", [])),
         "band_names": meta.get("band_names", [])[:5] + (["..."] if len(meta.get("band_names", [])) > 5 else []),
         "run_name": meta.get("run_name"),
+        "family": meta.get("family"),
     }
 
 
-def collect(store=None, sample_index=None, band_stats=None, transform_report=None, manifest=None) -> dict[str, Any]:
-    return {
+def collect(store=None, sample_index=None, band_stats=None, transform_report=None, manifest=None,
+            models: dict[str, dict | None] | None = None) -> dict[str, Any]:
+    """The report; ``models`` maps a training pipeline to its model manifest (None: not trained)."""
+    report = {
         "environment": environment(),
         "store": store_health(store, sample_index),
         "band_stats": stats_health(band_stats),
         "transform_report": transform_health(transform_report),
         "checkpoint": checkpoint_health(manifest),
     }
+    for pipeline, other in (models or {}).items():
+        if other is not None:
+            report[f"checkpoint ({pipeline})"] = checkpoint_health(other, pipeline)
+    return report
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from spectral_training.pipelines import (
-    demo_data,
-    ingestion,
-    mae_evaluation,
-    mae_training,
-    normalisation_stats,
-    transform_validation,
-)
+from spectral_training.pipelines import demo_data, family_stage, ingestion, normalisation_stats
 
 
 def _group(pipe: Pipeline, namespace: str) -> Pipeline:
@@ -24,20 +17,35 @@ def _group(pipe: Pipeline, namespace: str) -> Pipeline:
     return Pipeline(pipe, namespace=namespace, prefix_datasets_with_namespace=False)
 
 
+def _only(pipe: Pipeline, namespace: str) -> Pipeline:
+    return pipe.only_nodes_with_namespaces([namespace])
+
+
 def register_pipelines() -> dict[str, Pipeline]:
-    """Pipelines by name; ``__default__`` is the main job, ``mae_pretrain``."""
-    stages = {
+    """Pipelines by name; ``__default__`` is the main job, ``mae_pretrain``.
+
+    Every family stage (``mae_pretrain``, ``classify``, ``finetune``) is the data pipeline plus
+    one template (`pipelines/family_stage`): resolve parameters -> validate -> train -> evaluate.
+    """
+    data = _group(ingestion.create_pipeline(), "data_preparation") + _group(
+        normalisation_stats.create_pipeline(), "data_preparation")
+    mae = family_stage.create_pipeline(family_stage.MAE)
+    classify = family_stage.create_pipeline(family_stage.CLASSIFY)
+    finetune = family_stage.create_pipeline(family_stage.FINETUNE)
+    pipelines = {
         "demo_data": _group(demo_data.create_pipeline(), "demo_data"),
         "ingestion": _group(ingestion.create_pipeline(), "data_preparation"),
         "normalisation_stats": _group(normalisation_stats.create_pipeline(), "data_preparation"),
-        "transform_validation": _group(transform_validation.create_pipeline(), "transform_validation"),
-        "mae_training": _group(mae_training.create_pipeline(), "mae"),
-        "mae_evaluation": _group(mae_evaluation.create_pipeline(), "mae"),
+        "data": data,
+        # The MAE stage's parts, for reruns of one part on existing artifacts.
+        "transform_validation": _only(mae, "transform_validation"),
+        "mae_training": _only(mae, "transform_validation").only_nodes_with_outputs("mae_family_params")
+        + _only(mae, "mae").only_nodes_with_outputs("mae_model", "mae_history"),
+        "mae_evaluation": _only(mae, "transform_validation").only_nodes_with_outputs("mae_family_params")
+        + _only(mae, "mae").only_nodes_with_outputs("reconstruction_metrics"),
+        "mae_pretrain": data + mae,
+        "classify": data + classify,
+        "finetune": data + finetune,
     }
-    pipelines = dict(stages)
-    pipelines["data"] = stages["ingestion"] + stages["normalisation_stats"]
-    pipelines["mae_pretrain"] = (
-        pipelines["data"] + stages["transform_validation"] + stages["mae_training"] + stages["mae_evaluation"]
-    )
     pipelines["__default__"] = pipelines["mae_pretrain"]
     return pipelines

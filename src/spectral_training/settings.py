@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
 
-from spectral_training.hooks import DatasetNameHooks, MlflowRunHooks
+from spectral_training.hooks import MlflowRunHooks, MlflowTagHooks, ParameterHooks
 
 # kedro-telemetry must never prompt or send anything from this project (also set in .telemetry).
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
@@ -17,7 +17,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
 warnings.filterwarnings("ignore", message=".*register_new_resolver.*")
 
-HOOKS = (DatasetNameHooks(), MlflowRunHooks())
+HOOKS = (ParameterHooks(), MlflowRunHooks(), MlflowTagHooks())
 
 # kedro-telemetry is installed as a dependency of kedro-viz; its hooks stay off here.
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-telemetry",)
@@ -41,6 +41,8 @@ CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
     "custom_resolvers": {"project_root": _project_root},
+    # conf/local/parameters.yml may override one nested key (mae.train.epochs) without restating its block.
+    "merge_strategy": {"parameters": "soft"},
     "config_patterns": {
         "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
         "globals": ["globals.yml"],

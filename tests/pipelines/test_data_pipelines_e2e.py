@@ -36,7 +36,7 @@ def test_ingestion_and_stats_on_a_folder_with_broken_files(kedro_project):
     diagnostics = kedro_project.kedro("diagnostics", "--params", "dataset=tiny")
     assert diagnostics.returncode == 0, diagnostics.stderr[-3000:]
     assert "store  [ok]" in diagnostics.stdout and "band_stats  [ok]" in diagnostics.stdout
-    assert "checkpoint  [PROBLEM]" in diagnostics.stdout and "mae_training" in diagnostics.stdout
+    assert "checkpoint  [PROBLEM]" in diagnostics.stdout and "mae_pretrain" in diagnostics.stdout
 
     write_hdf5_cube(raw / "c.h5", (4, 8, 8), seed=9)
     rerun = kedro_project.kedro("run", "--pipeline", "ingestion", *TINY)

@@ -11,11 +11,11 @@ pytestmark = pytest.mark.e2e
 
 TINY_MODEL = (
     "dataset=tiny,ingestion.tile_size=16,ingestion.stride=8,ingestion.show_progress=false,"
-    "normalisation_stats.show_progress=false,model.image_size=16,model.spatial_patch=4,model.spectral_patch=3,"
-    "model.depth=2,model.embed_dim=32,model.num_heads=2,model.decoder_embed_dim=32,model.decoder_depth=1,"
-    "model.decoder_num_heads=2,"
-    "train.epochs=3,train.warmup_epochs=1,train.progress=false,train.checkpoint_every_steps=2,"
-    "loader.batch_size=4,validation.steps=3"
+    "normalisation_stats.show_progress=false,mae.model.image_size=16,mae.model.spatial_patch=4,mae.model.spectral_patch=3,"
+    "mae.model.depth=2,mae.model.embed_dim=32,mae.model.num_heads=2,mae.model.decoder_embed_dim=32,mae.model.decoder_depth=1,"
+    "mae.model.decoder_num_heads=2,"
+    "mae.train.epochs=3,mae.train.warmup_epochs=1,mae.train.progress=false,mae.train.checkpoint_every_steps=2,"
+    "mae.loader.batch_size=4,validation.steps=3"
 )
 
 
@@ -51,7 +51,7 @@ def _check_mlflow_run(kedro_project):
     [experiment] = [e for e in client.search_experiments() if e.name == "spectral_training"]
     [mlflow_run] = client.search_runs([experiment.experiment_id])
     assert mlflow_run.info.status == "FINISHED"
-    assert mlflow_run.data.params["model.variant"] == "tiny" and mlflow_run.data.params["train.epochs"] == "3"
+    assert mlflow_run.data.params["mae.model.variant"] == "tiny" and mlflow_run.data.params["mae.train.epochs"] == "3"
     assert mlflow_run.data.tags["data_version"] and mlflow_run.data.tags["stopped_reason"] == "completed"
     index = pd.read_parquet(kedro_project.path("data/02_intermediate/tiny/sample_index.parquet"))
     steps_per_epoch = int((index.split == "train").sum()) // 4  # batch 4, last partial batch dropped
@@ -80,11 +80,11 @@ def _check_checkpoint_and_history(kedro_project):
 
 def test_a_resize_that_does_not_fit_the_model_stops_the_run_before_training(kedro_project):
     _tiny_raw(kedro_project)
-    kedro_project.path("conf/local/parameters.yml").write_text("transforms:\n  train: [{resize: 32}]\n  eval: []\n")
+    kedro_project.path("conf/local/parameters.yml").write_text("mae:\n  transforms:\n    train: [{resize: 32}]\n    eval: []\n")
     run = kedro_project.kedro("run", "--pipeline", "mae_pretrain", "--params", TINY_MODEL)
     assert run.returncode != 0
     output = run.stdout + run.stderr
-    assert "transforms.train[0].resize=32" in output and "model.image_size" in output
+    assert "mae.transforms.train[0].resize=32" in output and "mae.model.image_size" in output
     report = json.loads(kedro_project.path("data/08_reporting/tiny/transform_report.json").read_text())
     assert not report["passed"]
     assert not kedro_project.path("data/06_models/tiny/mae_model.json").exists()
@@ -101,10 +101,10 @@ def test_a_training_killed_with_sigkill_resumes_from_its_checkpoint_into_the_sam
     from mlflow.tracking import MlflowClient
 
     _tiny_raw(kedro_project)
-    params = TINY_MODEL.replace("train.epochs=3", "train.epochs=6").replace("checkpoint_every_steps=2", "checkpoint_every_steps=1")
+    params = TINY_MODEL.replace("mae.train.epochs=3", "mae.train.epochs=6").replace("checkpoint_every_steps=2", "checkpoint_every_steps=1")
     command = [str(Path(sys.executable).with_name("kedro")), "run", "--pipeline", "mae_pretrain", "--params", params]
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "MPLBACKEND": "Agg"}
-    runs_root = kedro_project.path("data/06_models/tiny/mae")
+    runs_root = kedro_project.path("data/06_models/tiny/mae")  # <models_root>/<family>
     with open(kedro_project.path("first_run.log"), "w") as log:
         first = subprocess.Popen(command, cwd=kedro_project.root, env=env, stdout=log, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, start_new_session=True)

@@ -48,13 +48,14 @@ TASK_NODES = (
     "append_tiles",
     "index_and_report",
     "compute_band_stats",
+    "resolve_mae_params",
     "validate_transforms",
     "train_mae",
     "evaluate_reconstruction",
 )
 NAMESPACES = ("data_preparation", "transform_validation", "mae")
 LAYERS = ("raw", "intermediate", "primary", "models", "reporting")  # upstream to downstream
-PARAMETERS = ("params:ingestion", "params:model", "params:train", "params:evaluation")
+PARAMETERS = ("params:ingestion", "params:mae", "params:training_defaults", "params:validation")
 
 
 def _pretty(name: str) -> str:

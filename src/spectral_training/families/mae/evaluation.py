@@ -9,9 +9,7 @@ model did not see, with the same masks for the model and the baselines:
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +18,14 @@ import torch
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
+from spectral_training.cubes.data_version import dataset_version
 from spectral_training.cubes.dataset import NormalisedTileDataset
 from spectral_training.cubes.store import CubeStore
 from spectral_training.cubes.transforms import build_transforms
+from spectral_training.families.base import checkpoint_path as manifest_checkpoint
+from spectral_training.families.base import empty_split_fallback
+from spectral_training.families.mae.model import build_mae_model
+from spectral_training.families.mae.params import EvaluationParams
 from spectral_training.metrics.baselines import band_mean_baseline, neighbour_patch_baseline
 from spectral_training.metrics.reconstruction import ReconstructionMetrics
 from spectral_training.plots.curves import plot_loss_curves
@@ -33,42 +36,8 @@ from spectral_training.plots.reconstruction import (
     rgb_band_indices,
 )
 from spectral_training.training.checkpoint import load_checkpoint
-from spectral_training.training.mae_recipe import build_mae_model
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EvaluationParams:
-    split: str = "test"
-    batch_size: int = 16
-    seed: int = 0  # the masks drawn for evaluation
-    use_ema: bool = False
-    checkpoint: str = "best"  # best | last
-    plot_samples: int = 4
-    spectra_pixels: int = 4
-    rgb_fallback: tuple[int, int, int] = (0, 1, 2)  # band indices when wavelengths are unknown
-    max_batches: int | None = None
-    show_progress: bool = True
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> "EvaluationParams":
-        unknown = set(raw) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"evaluation parameters: unknown key(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        params = cls(**raw)
-        params.rgb_fallback = tuple(int(i) for i in params.rgb_fallback)
-        if params.checkpoint not in ("best", "last"):
-            raise ValueError(f"evaluation.checkpoint must be best or last, got {params.checkpoint!r}")
-        return params
-
-
-def dataset_version(sample_index: pd.DataFrame) -> str:
-    """A hash of every stored sample's content hash: changes whenever the data changes."""
-    digest = hashlib.sha256()
-    for h in sample_index.sort_values("store_index")["content_hash"].astype(str):
-        digest.update(h.encode())
-    return digest.hexdigest()[:16]
 
 
 def _token_mask(pixel_mask: torch.Tensor, spatial_patch: int, spectral_patch: int) -> torch.Tensor:
@@ -90,7 +59,7 @@ def evaluate_mae(
     The checkpoint's own band statistics undo the normalisation it was trained with;
     ``band_stats`` (the dataset's, with min/max) gives each band's data range for PSNR/SSIM.
     """
-    checkpoint_path = Path(manifest[f"{params.checkpoint}_checkpoint"] or manifest["last_checkpoint"])
+    checkpoint_path = Path(manifest_checkpoint(manifest, params.checkpoint))
     model_kwargs = manifest["model_kwargs"]
     model = build_mae_model(model_kwargs)
     checkpoint = load_checkpoint(checkpoint_path, model, use_ema=params.use_ema)
@@ -99,11 +68,7 @@ def evaluate_mae(
     stats = meta["band_stats"]
     eval_t = build_transforms(meta["transforms"]["eval"], stats, where="transforms.eval")
 
-    split = params.split
-    if not (sample_index["split"] == split).any():
-        fallback = "val" if (sample_index["split"] == "val").any() else "train"
-        log.warning("the %s split is empty; evaluating on %s instead", split, fallback)
-        split = fallback
+    split = empty_split_fallback(sample_index, params.split, log)
     dataset = NormalisedTileDataset(store, sample_index, split, eval_t)
     num_bands = len(stats["mean"])
     band_means = torch.tensor(stats["mean"], dtype=torch.float32)
@@ -193,10 +158,10 @@ def report_figures(kept: dict, results: dict, wavelengths: list[float] | None, p
         pixels.append((b, r, c))
     baselines = {name: results[name]["per_band"]["mse"] for name in ("band_mean", "neighbour_patch")}
     return {
-        "reconstruction_grid.png": plot_reconstruction_grid(original, masked_input, recon, rgb,
+        "reconstruction_grid": plot_reconstruction_grid(original, masked_input, recon, rgb,
                                                             n_samples=params.plot_samples, masked=mask,
                                                             wavelengths_nm=wavelengths),
-        "error_per_band.png": plot_error_per_band(results["model"]["per_band"]["mse"], wavelengths, baselines),
-        "spectra.png": plot_spectra(original, recon, pixels, wavelengths),
-        "loss_curves.png": plot_loss_curves(history),
+        "error_per_band": plot_error_per_band(results["model"]["per_band"]["mse"], wavelengths, baselines),
+        "spectra": plot_spectra(original, recon, pixels, wavelengths),
+        "loss_curves": plot_loss_curves(history),
     }

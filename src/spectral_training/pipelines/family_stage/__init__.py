@@ -1,0 +1,5 @@
+"""The template of every family's stage (validation, training, evaluation)."""
+
+from .pipeline import CLASSIFY, FINETUNE, MAE, STAGES, Stage, create_pipeline, stage_of, trained_family
+
+__all__ = ["CLASSIFY", "FINETUNE", "MAE", "STAGES", "Stage", "create_pipeline", "stage_of", "trained_family"]
