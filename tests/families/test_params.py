@@ -64,3 +64,11 @@ def test_old_top_level_blocks_on_the_command_line_are_refused_with_the_new_spell
     with pytest.raises(FamilyParamsError, match="did you mean 'ingestion'"):
         check_runtime_parameters({"ingestoin": {"tile_size": 8}}, {"mae", "dataset", "ingestion"})
     check_runtime_parameters({"mae": {"train": {"epochs": 1}}, "dataset": "x"}, {"mae", "dataset"})
+
+
+def test_each_pipeline_stage_merges_the_defaults_its_families_expect():
+    from spectral_training.pipelines.family_stage import STAGES
+
+    for stage in STAGES:
+        for name in families.family_names(stage.pipeline):
+            assert families.family_defaults(name) == stage.defaults, (stage.pipeline, name)

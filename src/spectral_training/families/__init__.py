@@ -55,6 +55,12 @@ def family_names(pipeline: str | None = None) -> list[str]:
     return [name for name, (trained_by, _) in _REGISTRY.items() if pipeline in (None, trained_by)]
 
 
+def family_defaults(name: str) -> tuple[str, ...]:
+    """The parameter blocks a family's block is merged over, most general first."""
+    trained_by, _ = _REGISTRY[name]
+    return ("training_defaults", "classifier_defaults") if trained_by in ("classify", "finetune") else ("training_defaults",)
+
+
 def get_family(name: Any, *, pipeline: str | None = None) -> Family:
     """The family called ``name``; with ``pipeline``, it must be one that pipeline trains.
 
@@ -85,5 +91,5 @@ def resolve(name: str, block: Mapping[str, Any] | None, *defaults: Mapping[str, 
     return {"family": family.name, **params}
 
 
-__all__ = ["Family", "FamilyParamsError", "FamilySetup", "family_names", "get_family", "resolve",
+__all__ = ["Family", "FamilyParamsError", "FamilySetup", "family_defaults", "family_names", "get_family", "resolve",
            "resolve_family_params"]
