@@ -18,6 +18,8 @@ def environment() -> dict[str, Any]:
     import h5py
     import torch
 
+    from spectral_training.training.amp import cpu_has_native_bf16
+
     cuda = torch.cuda.is_available()
     return {
         "python": platform.python_version(),
@@ -27,7 +29,7 @@ def environment() -> dict[str, Any]:
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "bf16_autocast_cpu": True,
+        "cpu_native_bf16": cpu_has_native_bf16()[1],
         "h5py": h5py.__version__,
         "hdf5": h5py.version.hdf5_version,
     }

@@ -36,7 +36,7 @@ def test_bf16_autocast_on_cpu_trains_to_a_finite_fp32_loss(tiny, tmp_path):
             losses.append(metrics["train_loss"])
 
     train_loader, val_loader = tiny.build_loaders(train_count=16)
-    result = fit(model, train_loader, val_loader, tiny.tiny_config(epochs=1, amp="auto"), run_dir=tmp_path,
+    result = fit(model, train_loader, val_loader, tiny.tiny_config(epochs=1, amp="bf16"), run_dir=tmp_path,
                  callbacks=[Losses()])
 
     assert set(model.loss_dtypes) == {torch.bfloat16}  # autocast really was on
@@ -50,7 +50,6 @@ def test_fp16_on_cpu_is_mapped_to_bf16_with_a_warning(caplog):
         settings = resolve_amp("fp16", torch.device("cpu"))
     assert settings.dtype == torch.bfloat16 and not settings.use_grad_scaler
     assert "mapped to bf16" in caplog.text
-    assert resolve_amp("auto", torch.device("cpu")).dtype == torch.bfloat16
     assert resolve_amp("off", torch.device("cpu")).dtype is None
 
 
@@ -87,3 +86,23 @@ def test_grad_scaler_path_skips_overflow_without_counting_a_bad_step(tiny, tmp_p
     assert scales[2] == scales[1] / 2  # the scaler backed off instead of the guard firing
     checkpoint = torch.load(result.last_checkpoint, weights_only=True)
     assert checkpoint["scaler"]["scale"] == scales[-1]
+
+
+def test_auto_precision_on_a_cpu_without_native_bf16_is_fp32(monkeypatch, caplog):
+    from spectral_training.training import amp
+
+    monkeypatch.setattr(amp, "cpu_has_native_bf16", lambda: (False, "CPU capability AVX2 without AVX512-BF16 or AMX"))
+    with caplog.at_level(logging.INFO, logger="spectral_training.training"):
+        settings = resolve_amp("auto", torch.device("cpu"))
+    assert settings.dtype is None and settings.describe() == "fp32"
+    assert "fp32" in caplog.text and "AVX2" in caplog.text
+    with caplog.at_level(logging.WARNING, logger="spectral_training.training"):
+        forced = resolve_amp("bf16", torch.device("cpu"))
+    assert forced.dtype is torch.bfloat16 and "slower than fp32" in caplog.text
+
+
+def test_auto_precision_on_a_cpu_with_native_bf16_is_bf16(monkeypatch):
+    from spectral_training.training import amp
+
+    monkeypatch.setattr(amp, "cpu_has_native_bf16", lambda: (True, "CPU capability AVX512 with avx512_bf16"))
+    assert resolve_amp("auto", torch.device("cpu")).dtype is torch.bfloat16

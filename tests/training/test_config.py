@@ -64,3 +64,7 @@ def test_to_dict_is_plain_and_round_trips():
     torch.save(plain, buffer := __import__("io").BytesIO())
     buffer.seek(0)
     assert torch.load(buffer, weights_only=True) == plain
+
+
+def test_amp_off_read_by_yaml_as_false_means_off():
+    assert TrainConfig.from_dict({"amp": False}).amp == "off"

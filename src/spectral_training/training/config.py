@@ -218,6 +218,8 @@ class TrainConfig:
             fail("onecycle_pct_start", "a number in [0, 1), e.g. 0.3")
         check_int("accumulation_steps", 1)
         check_number("clip_grad_norm", 0.0, optional=True, strict=True)
+        if self.amp is False:  # YAML (and --params amp=off) read a bare `off` as false
+            self.amp = "off"
         if self.amp not in AMP_MODES:
             fail("amp", f"one of {', '.join(AMP_MODES)}")
         for name in ("ema", "ema_warmup", "progress", "deterministic", "find_unused_parameters"):
