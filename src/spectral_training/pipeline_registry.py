@@ -5,6 +5,7 @@ from __future__ import annotations
 from kedro.pipeline import Pipeline
 
 from spectral_training.pipelines import demo_data, family_stage, ingestion, normalisation_stats
+from spectral_training.pipelines import tune as tune_stage
 
 
 def _group(pipe: Pipeline, namespace: str) -> Pipeline:
@@ -48,4 +49,6 @@ def register_pipelines() -> dict[str, Pipeline]:
         "finetune": data + finetune,
     }
     pipelines["__default__"] = pipelines["mae_pretrain"]
+    # An Optuna study over the family given by --params family=<name> (its own namespace in kedro viz).
+    pipelines["tune"] = data + _group(tune_stage.create_pipeline(), "tune")
     return pipelines

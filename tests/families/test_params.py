@@ -15,7 +15,8 @@ def test_a_family_block_is_merged_over_the_shared_defaults():
     assert resolved["family"] == "vit"
     assert resolved["train"]["lr"] == 3e-4  # the override
     assert resolved["train"]["layer_decay"] == 0.65  # the family's recipe
-    assert resolved["train"]["seed"] == 42 and resolved["train"]["amp"] == "auto"  # training_defaults
+    assert resolved["train"]["seed"] == 42 and resolved["train"]["max_bad_steps"] == 5  # training_defaults
+    assert resolved["train"]["amp"] == "off"  # classifier_defaults over training_defaults
     assert resolved["train"]["monitor"] == "val_macro_f1" and resolved["train"]["mode"] == "max"  # classifier_defaults
     assert resolved["mixup"]["mixup_alpha"] == 0.8 and resolved["loss"]["label_smoothing"] == 0.1
 

@@ -9,3 +9,7 @@ from .run_marker import read_marker, remove_marker, write_marker
 from .tags import git_commit
 
 __all__ = ["MlflowTrainingCallback", "active_run_id", "git_commit", "read_marker", "remove_marker", "write_marker"]
+
+from .nested import MlflowTrialTracker, TrialTrainingCallback, end_interrupted_runs, set_run_tags  # noqa: E402
+
+__all__ += ["MlflowTrialTracker", "TrialTrainingCallback", "end_interrupted_runs", "set_run_tags"]
