@@ -249,3 +249,14 @@ def write_broken_files(folder: str | Path, shape: tuple[int, int, int] = DEFAULT
     expected["labels_mismatch.h5"] = "labels"
 
     return expected
+
+
+def write_class_folders(raw: Path, classes: Sequence[str] = ("field", "forest", "water"), per_class: int = 4) -> None:
+    """Class sub-folders of 6-band 32 px .npy cubes in which each class brightens its own band."""
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(classes):
+        (raw / name).mkdir()
+        for i in range(per_class):
+            cube = rng.normal(1.0, 0.3, size=(6, 32, 32)).astype("f4")
+            cube[k] += 1.5
+            np.save(raw / name / f"{name}_{i}.npy", cube)

@@ -3,8 +3,8 @@ checkpoint, `kedro params` of a family, and the errors a misspelt parameter give
 
 import json
 
-import numpy as np
 import pytest
+from corpus import write_class_folders
 
 pytestmark = pytest.mark.e2e
 
@@ -25,20 +25,8 @@ def _tiny(family: str) -> str:
                                       models[family]) if part)
 
 
-def _class_folders(kedro_project, classes=("field", "forest", "water"), per_class=4):
-    """Class sub-folders of 6-band 32 px cubes in which each class brightens its own band."""
-    raw = kedro_project.raw("tiny")
-    rng = np.random.default_rng(0)
-    for k, name in enumerate(classes):
-        (raw / name).mkdir()
-        for i in range(per_class):
-            cube = rng.normal(1.0, 0.3, size=(6, 32, 32)).astype("f4")
-            cube[k] += 1.5
-            np.save(raw / name / f"{name}_{i}.npy", cube)
-
-
 def test_two_classifier_families_train_evaluate_and_keep_their_own_artifacts(kedro_project):
-    _class_folders(kedro_project)
+    write_class_folders(kedro_project.raw("tiny"))
     for family in ("satellite_cnn", "vit"):
         run = kedro_project.kedro("run", "--pipeline", "classify", "--params", _tiny(family))
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
@@ -73,7 +61,7 @@ def _check_mlflow(kedro_project):
 
 
 def test_finetune_trains_a_classifier_on_the_mae_checkpoint_of_the_dataset(kedro_project):
-    _class_folders(kedro_project)
+    write_class_folders(kedro_project.raw("tiny"))
     mae = ("mae.model.image_size=16,mae.model.spatial_patch=4,mae.model.spectral_patch=3,mae.model.depth=2,"
            "mae.model.embed_dim=32,mae.model.num_heads=2,mae.model.decoder_embed_dim=32,mae.model.decoder_depth=1,"
            "mae.model.decoder_num_heads=2,mae.train.epochs=1,mae.train.warmup_epochs=0,mae.train.progress=false,"
@@ -97,7 +85,7 @@ def test_kedro_params_prints_the_resolved_family_block(kedro_project):
 
 
 def test_a_misspelt_family_key_stops_the_run_naming_the_key_and_the_valid_ones(kedro_project):
-    _class_folders(kedro_project)
+    write_class_folders(kedro_project.raw("tiny"))
     run = kedro_project.kedro("run", "--pipeline", "classify", "--params", f"{DATA},family=vit,vit.train.lrr=1e-3")
     assert run.returncode != 0
     output = run.stdout + run.stderr

@@ -4,9 +4,9 @@ the same command resuming the study to a larger n_trials."""
 
 import json
 
-import numpy as np
 import optuna
 import pytest
+from corpus import write_class_folders
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -34,20 +34,8 @@ tune_satellite_cnn:
 """
 
 
-def _class_folders(kedro_project, classes=("field", "forest", "water"), per_class=4):
-    """Class sub-folders of 6-band 32 px cubes in which each class brightens its own band."""
-    raw = kedro_project.raw("tiny")
-    rng = np.random.default_rng(0)
-    for k, name in enumerate(classes):
-        (raw / name).mkdir()
-        for i in range(per_class):
-            cube = rng.normal(1.0, 0.3, size=(6, 32, 32)).astype("f4")
-            cube[k] += 1.5
-            np.save(raw / name / f"{name}_{i}.npy", cube)
-
-
 def test_a_tune_run_studies_the_family_reports_tracks_and_resumes(kedro_project):
-    _class_folders(kedro_project)
+    write_class_folders(kedro_project.raw("tiny"))
     (kedro_project.path("conf", "local", "parameters_tune.yml")).write_text(LOCAL_TUNE)
     run = kedro_project.kedro("run", "--pipeline", "tune", "--params", f"{PARAMS},tune.n_trials=2")
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
