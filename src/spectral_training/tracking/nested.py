@@ -80,16 +80,6 @@ class NestedTrialRun:
         self.status = RUN_STATUS.get(state, "FAILED")
 
 
-class _NoRun:
-    run_id = None
-
-    def callbacks(self, run_name: str) -> list[TrainingCallback]:
-        return []
-
-    def finish(self, state: str, value: float | None, reason: str | None) -> None:
-        pass
-
-
 class MlflowTrialTracker:
     """Opens each trial as a nested run of the active MLflow run (the study's)."""
 
@@ -100,7 +90,9 @@ class MlflowTrialTracker:
     @contextlib.contextmanager
     def trial(self, number: int, params: Mapping[str, Any], tags: Mapping[str, str]) -> Iterator[Any]:
         if self.parent_run_id is None:
-            yield _NoRun()
+            from spectral_training.tuning.objective import UntrackedRun  # lazily: tracking needs no Optuna
+
+            yield UntrackedRun()
             return
         run = mlflow.start_run(run_name=f"trial-{number:04d}", nested=True,
                                tags={**tags, "trial_number": str(number), "trial_state": "running"})

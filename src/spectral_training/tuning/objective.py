@@ -61,7 +61,9 @@ class TrialTracker(Protocol):
         """Open the record of trial ``number`` with its sampled ``params`` ({path: value})."""
 
 
-class _UntrackedRun:
+class UntrackedRun:
+    """A trial nothing records."""
+
     run_id = None
 
     def callbacks(self, run_name: str) -> list[TrainingCallback]:
@@ -76,7 +78,7 @@ class NoTracking:
 
     @contextlib.contextmanager
     def trial(self, number: int, params: Mapping[str, Any], tags: Mapping[str, str]) -> Iterator[TrialRun]:
-        yield _UntrackedRun()
+        yield UntrackedRun()
 
 
 # ---------------------------------------------------------------------------------------- pruning
