@@ -16,7 +16,7 @@
 2. **Loader overhead**: train steps of a tiny MAE (32 bands, 64 px, 8 x 8 x 8 patches, decoder
    128 x 4, bf16 autocast as ``amp: auto`` does on the CPU) fed by ``make_loader`` over
    a real store (``NormalisedTileDataset``, normalisation transform; batch 16 as
-   ``parameters_mae_training.yml``), with 0 and 1 workers,
+   ``mae.loader`` in parameters/families/mae.yml), with 0 and 1 workers,
    against the same steps fed from pre-stacked, pre-normalised tensors in memory: >= 0.95x.
 3. **Peak memory** of building a variant and running one fp32 forward + backward + AdamW step,
    each variant in a fresh process (``benchmarks.common.peak_rss_increase``), at a geometry every
@@ -630,7 +630,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--loader-samples", type=int, default=384, help="samples in the loader benchmark's store (default 384)")
     parser.add_argument("--loader-steps", type=int, default=2, help="train steps per loader timing (default 2)")
     parser.add_argument("--loader-rounds", type=int, default=10, help="timed rounds of the loader benchmark; at least 7 are kept (default 10)")
-    parser.add_argument("--loader-batch", type=int, default=16, help="batch of the loader benchmark (default 16, as parameters_mae_training.yml)")
+    parser.add_argument("--loader-batch", type=int, default=16, help="batch of the loader benchmark (default 16, as mae.loader.batch_size)")
     parser.add_argument("--loader-dtype", choices=DTYPES, default="bf16", help="autocast of the loader benchmark's step")
     parser.add_argument("--mem-bands", type=int, default=30)
     parser.add_argument("--mem-image", type=int, default=100)

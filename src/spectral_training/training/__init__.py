@@ -2,7 +2,7 @@
 
     from spectral_training.training import TrainConfig, fit, make_loader
 
-    config = TrainConfig.from_dict(params["training"], source="parameters_mae_training.yml")
+    config = TrainConfig.from_dict(params["train"], source="vit.train")
     train_loader = make_loader(train_set, batch_size=64, shuffle=True, seed=config.seed, num_workers=4)
     val_loader = make_loader(val_set, batch_size=64, shuffle=False, seed=config.seed)
     result = fit(model, train_loader, val_loader, config, run_dir=run_dir, metadata=metadata)

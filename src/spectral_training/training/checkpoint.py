@@ -5,11 +5,12 @@ Layout of a run directory written by the engine:
     run_dir/last.pt       newest state; what `resume` continues from
     run_dir/rollback.pt   the state before the newest *healthy* checkpoint; what a NaN streak
                           rolls back to (kept until a newer healthy checkpoint replaces it)
-    run_dir/best.pt       the epoch-end state with the lowest validation loss so far
+    run_dir/best.pt       the epoch-end state with the best monitored metric so far
+                          (`train.monitor` in the direction `train.mode`; val_loss, min by default)
     run_dir/guard_report.json  bad steps, rollbacks and skipped batches of the run
 
-All three .pt files are full checkpoints (see `CHECKPOINT_FORMAT_VERSION` and the engine's
-`_checkpoint_state`); rollback.pt and best.pt are hard links of an earlier last.pt when the file
+All three .pt files are full checkpoints (see `CHECKPOINT_FORMAT_VERSION` and
+`run_state.RunCheckpoints.checkpoint_dict`); rollback.pt and best.pt are hard links of an earlier last.pt when the file
 system allows it, so they cost no extra writes.
 """
 

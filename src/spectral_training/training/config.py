@@ -1,6 +1,6 @@
 """Training settings: one dataclass, built from the plain dict a parameter file gives.
 
-`TrainConfig.from_dict(params, source="conf/base/parameters/model_families.yml:mae_base")`
+`TrainConfig.from_dict(params, source="mae.train")`
 rejects unknown keys (with a "did you mean" hint) and wrong types, naming the source and the
 field, so a typo in a YAML file fails before a single batch is loaded.
 """
