@@ -297,7 +297,7 @@ def test_chunks_of_64_kib_and_more_start_on_a_page_boundary(tmp_path):
 
 
 def test_a_batch_that_fails_while_hashing_leaves_no_tile_without_provenance(store, monkeypatch):
-    from spectral_training.cubes import store as store_module
+    from spectral_training.cubes import store_schema as store_module  # where the hashing lives
 
     values = _values(6)
     store.append([_batch(values[:2])])

@@ -129,6 +129,28 @@ class IngestionError(RuntimeError):
     """A problem that stops ingestion (with ``strict=true``, any rejected file)."""
 
 
+class Rejections:
+    """The files a scan rejects, each with its reason; with ``strict`` the first one raises
+    :class:`IngestionError` instead (shared by the cube and the series scans)."""
+
+    def __init__(self, strict: bool):
+        self.strict = strict
+        self.items: list[dict] = []
+
+    def __call__(self, rel: str, reason: str) -> None:
+        self.items.append({"file": rel, "reason": reason})
+        log.warning("rejected %s: %s", rel, reason)
+        if self.strict:
+            raise IngestionError(f"{rel}: {reason} (strict=true makes the first problem fatal; set strict=false to skip it)")
+
+    def unreadable(self, rel: str, err: Exception) -> None:
+        """A file its reader refused (a :class:`CubeFileError` with its fix) or failed on."""
+        if isinstance(err, CubeFileError):
+            self(rel, f"{err.reason} Fix: {err.fix}")
+        else:  # a reader bug or an exotic file must not stop the folder
+            self(rel, f"could not be read ({type(err).__name__}: {err}). Fix: check the file opens in its own tools")
+
+
 # ---- dataset folders --------------------------------------------------------------------------
 def check_dataset_name(name: str) -> str:
     """A dataset name is a plain folder name: no path separator, no '..', not empty."""
@@ -219,14 +241,7 @@ def scan_folder(
     )
     info = store.info if store is not None and store.exists() else None
 
-    rejected: list[dict] = []
-
-    def reject(rel: str, reason: str) -> None:
-        rejected.append({"file": rel, "reason": reason})
-        log.warning("rejected %s: %s", rel, reason)
-        if params.strict:
-            raise IngestionError(f"{rel}: {reason} (strict=true makes the first problem fatal; set strict=false to skip it)")
-
+    reject = Rejections(params.strict)
     for entry in skipped:
         reject(entry["file"], entry["reason"])
 
@@ -234,11 +249,8 @@ def scan_folder(
     for path, rel in tqdm(list(zip(files, rels)), desc="scan", unit="file", disable=not params.show_progress):
         try:
             cube = _read(path, params)
-        except CubeFileError as err:
-            reject(rel, f"{err.reason} Fix: {err.fix}")
-            continue
-        except Exception as err:  # a reader bug or an exotic file must not stop the folder
-            reject(rel, f"could not be read ({type(err).__name__}: {err}). Fix: check the file opens in its own tools")
+        except Exception as err:
+            reject.unreadable(rel, err)
             continue
         c, h, w = cube.data.shape
         if h < params.tile_size or w < params.tile_size:
@@ -280,7 +292,7 @@ def scan_folder(
         wavelengths_nm=(info["wavelengths_nm"] if info else metadata_source.wavelengths_nm if metadata_source else None),
         class_names=class_names,
         accepted=accepted,
-        rejected=rejected,
+        rejected=reject.items,
         params=asdict(params),
     )
 

@@ -8,6 +8,11 @@ Within a block, each sample's (C, H*W) slab is copied into a float64 scratch, ea
 is taken first and M2 is summed from the deviations (x - mean)^2: no sum(x^2) - sum(x) * mean
 cancellation, so a bright low-noise band (mean/std = 1e4 and beyond) keeps float64 accuracy.
 Samples are merged with Chan's formula for equal counts.
+
+A series store (``sample_layout: series``) is summed over its valid observations only: the
+pixels of real dates that the validity mask marks as observed (clouds, shadows, fill and the
+padding dates left out), each sample's (C, n_valid) values merged with Chan's formula for
+unequal counts; the percentile sample draws among the valid observations too.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .store import CubeStore, read_samples
+from .store_schema import sample_dataset
 
 PERCENTILES = (2.0, 98.0)
 
@@ -182,6 +188,11 @@ class PixelSample:
         """The pixels (flat indices, (k, per_sample)) that the next block of images offers."""
         return self.rng.integers(0, pixels_per_image, size=(num_images, self.per_sample))
 
+    def draw_fractions(self, num_images: int) -> np.ndarray:
+        """Uniform fractions (k, per_sample) in [0, 1): which of its valid observations each image
+        of a series block offers, as ``floor(fraction * n_valid)`` (known only once it is read)."""
+        return self.rng.random(size=(num_images, self.per_sample))
+
     @staticmethod
     def gather(block: np.ndarray, picks: np.ndarray) -> np.ndarray:
         """The picked pixels of a (k, C, H, W) block as (C, k * per_sample) float32."""
@@ -224,6 +235,55 @@ def _summarise_block(read: Callable, chunk: np.ndarray, buffer: np.ndarray, pick
     return _moments(block), PixelSample.gather(block, picks)
 
 
+def _valid_observations(series: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """A series sample's (L, C, H, W) values at its valid (L, H, W) pixels, as (C, n_valid) float32."""
+    c = series.shape[1]
+    return np.moveaxis(series, 1, 0).reshape(c, -1)[:, valid.reshape(-1)]
+
+
+def series_moments(series: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(count, mean, M2, min, max) per band of a (k, L, C, H, W) series block over its valid
+    observations (``valid`` bool (k, L, H, W)), in float64; samples are merged with Chan's
+    formula for unequal counts."""
+    k, c = series.shape[0], series.shape[2]
+    counts = np.zeros(k, dtype=np.int64)
+    means = np.zeros((k, c), dtype=np.float64)
+    m2s = np.zeros((k, c), dtype=np.float64)
+    minimum, maximum = np.full(c, np.inf), np.full(c, -np.inf)
+    for i in range(k):
+        obs = _valid_observations(series[i], valid[i]).astype(np.float64)
+        n = obs.shape[1]
+        if n == 0:
+            continue
+        counts[i] = n
+        minimum = np.minimum(minimum, obs.min(axis=1))
+        maximum = np.maximum(maximum, obs.max(axis=1))
+        means[i] = obs.mean(axis=1)
+        obs -= means[i][:, None]  # deviations from the sample's own mean: no cancellation
+        m2s[i] = np.einsum("ij,ij->i", obs, obs)
+    total = int(counts.sum())
+    if total == 0:
+        return (np.zeros(c, dtype=np.int64), np.zeros(c), np.zeros(c), minimum, maximum)
+    mean = (counts[:, None] * means).sum(axis=0) / total
+    m2 = m2s.sum(axis=0) + (counts[:, None] * np.square(means - mean)).sum(axis=0)
+    return (np.full(c, total, dtype=np.int64), mean, m2, minimum, maximum)
+
+
+def _summarise_series_block(read: Callable, read_valid: Callable, chunk: np.ndarray, buffer: np.ndarray,
+                            masks: np.ndarray, fractions: np.ndarray) -> tuple:
+    """Read one series block and its masks, reduce it over the valid observations, and gather
+    the observations it offers to the percentile sample."""
+    block = read(chunk, out=buffer[: len(chunk)])
+    valid = read_valid(chunk, out=masks[: len(chunk)])
+    offers = []
+    for i in range(len(chunk)):
+        obs = _valid_observations(block[i], valid[i])
+        if obs.shape[1]:
+            offers.append(obs[:, np.floor(fractions[i] * obs.shape[1]).astype(np.int64)])
+    c = block.shape[2]
+    return series_moments(block, valid), (np.concatenate(offers, axis=1) if offers else np.empty((c, 0), np.float32))
+
+
 def compute_band_stats(
     store: CubeStore,
     indices: np.ndarray,
@@ -237,7 +297,8 @@ def compute_band_stats(
     """Per-band mean, std, min, max, count and 2nd/98th percentiles over the samples ``indices``.
 
     Percentiles are estimated from a uniform sample of at most ``percentile_budget`` pixels per
-    band (exact percentiles would need the whole split in memory); mean and std are exact.
+    band (exact percentiles would need the whole split in memory); mean and std are exact. A
+    series store counts its valid observations only (see the module docstring).
 
     Blocks are read in file order and reduced on ``workers`` threads (default: the CPU count,
     at most 4; reads and numpy release the GIL), each block read and summed by one thread while
@@ -253,21 +314,29 @@ def compute_band_stats(
             f"{store.path}: no training samples to compute band statistics from. "
             f"Check the ingestion report and the split fractions (ingestion.splits.train)."
         )
+    series = info["sample_layout"] == "series"
+    dates = info["max_seq_len"] if series else 1
+    sample_shape = (dates, c, t, t) if series else (c, t, t)
     running = RunningBandStats(c)
-    sample = PixelSample(c, len(indices), t * t, percentile_budget, seed)
+    sample = PixelSample(c, len(indices), dates * t * t, percentile_budget, seed)
     chunks = [indices[start : start + block_size] for start in range(0, len(indices), block_size)]
     workers = max(1, min(workers or os.cpu_count() or 1, 4))
     in_flight = min(workers + 1, len(chunks))  # one block read ahead of the busy threads
-    buffers = [np.empty((block_size, c, t, t), dtype=np.float32) for _ in range(in_flight)]
+    buffers = [np.empty((block_size, *sample_shape), dtype=np.float32) for _ in range(in_flight)]
+    masks = [np.empty((block_size, dates, t, t), dtype=bool) for _ in range(in_flight)] if series else []
     pool = _block_pool(workers)
     with contextlib.ExitStack() as stack:
         if store.plain_reads:
             read = store.read  # os.preadv: threads read in parallel
         else:  # compressed: one HDF5 handle for the pass (h5py runs one call at a time)
-            cubes = stack.enter_context(store.open())["cubes"]
-            read = functools.partial(read_samples, cubes)
+            data = sample_dataset(stack.enter_context(store.open()))
+            read = functools.partial(read_samples, data)
 
         def submit(b: int) -> Future:
+            if series:
+                fractions = sample.draw_fractions(len(chunks[b]))  # drawn here, in block order
+                return pool.submit(_summarise_series_block, read, store.read_valid, chunks[b],
+                                   buffers[b % in_flight], masks[b % in_flight], fractions)
             picks = sample.draw(len(chunks[b]), t * t)  # drawn here, in block order
             return pool.submit(_summarise_block, read, chunks[b], buffers[b % in_flight], picks)
 
@@ -295,7 +364,7 @@ def compute_band_stats(
             "p2": float(pct[2.0][i]),
             "p98": float(pct[98.0][i]),
         })
-    return {
+    result = {
         "band_names": names,
         "wavelengths_nm": wavelengths,
         "split": "train",
@@ -305,3 +374,7 @@ def compute_band_stats(
         "std": running.std.tolist(),
         "percentile_method": f"uniform sample of {sample.size} pixels per band",
     }
+    if series:
+        result["sample_layout"] = "series"
+        result["observations"] = "valid pixels of real dates only (clouds, shadows, fill and padding left out)"
+    return result

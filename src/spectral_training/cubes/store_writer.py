@@ -1,0 +1,203 @@
+"""Writing a store: create an empty one, append batches (new samples only, by content hash)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .store_schema import (
+    _ALIGNMENT,
+    _HASH,
+    _STR,
+    FORMAT_VERSION,
+    HASH_ALGORITHM,
+    SAMPLE_DATASET,
+    SAMPLE_LAYOUTS,
+    VALID_DATASET,
+    AppendSummary,
+    StoreSchemaError,
+    TileBatch,
+    compression_options,
+    layout_of,
+    layout_mismatch,
+    plain_layout,
+)
+
+
+def create_store(
+    path: Path,
+    *,
+    num_bands: int,
+    tile_size: int,
+    band_names: list[str] | None,
+    wavelengths_nm: list[float] | None,
+    class_names: list[str] | None = None,
+    compression: str | None = None,
+    sample_layout: str = "cube",
+    max_seq_len: int | None = None,
+) -> None:
+    """Create an empty store at ``path`` (written beside it, then renamed: never half a file)."""
+    if sample_layout not in SAMPLE_LAYOUTS:
+        raise ValueError(f"sample_layout '{sample_layout}' is unknown: use one of {SAMPLE_LAYOUTS}")
+    if sample_layout == "series" and (max_seq_len is None or int(max_seq_len) < 1):
+        raise ValueError(f"a series store needs max_seq_len >= 1 (the dates every sample is padded to), got {max_seq_len}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".creating")
+    opts = compression_options(compression)
+    c, s = num_bands, tile_size
+    with h5py.File(tmp, "w") as f:
+        if sample_layout == "cube":
+            f.create_dataset("cubes", (0, c, s, s), maxshape=(None, c, s, s), dtype="f4", chunks=(1, c, s, s), **opts)
+        else:
+            n = int(max_seq_len)
+            f.create_dataset("series", (0, n, c, s, s), maxshape=(None, n, c, s, s), dtype="f4",
+                             chunks=(1, n, c, s, s), **opts)
+            rows = max(1, 4096 // n)
+            f.create_dataset("day_of_year", (0, n), maxshape=(None, n), dtype="i2", chunks=(rows, n))
+            f.create_dataset("date_mask", (0, n), maxshape=(None, n), dtype=bool, chunks=(rows, n))
+            f.create_dataset(VALID_DATASET, (0, n, s, s), maxshape=(None, n, s, s), dtype="u1",
+                             chunks=(1, n, s, s), **opts)
+            f.attrs["max_seq_len"] = n
+        f.create_dataset("labels", (0,), maxshape=(None,), dtype="i8", chunks=(4096,))
+        f.create_dataset("sample_ids", (0,), maxshape=(None,), dtype=_STR, chunks=(4096,))
+        f.create_dataset("content_hash", (0,), maxshape=(None,), dtype=_HASH, chunks=(4096,))
+        f.create_dataset("source_file", (0,), maxshape=(None,), dtype=_STR, chunks=(4096,))
+        f.create_dataset("window", (0, 4), maxshape=(None, 4), dtype="i4", chunks=(4096, 4))
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["sample_layout"] = sample_layout
+        f.attrs["num_bands"] = num_bands
+        f.attrs["tile_size"] = tile_size
+        f.attrs["band_names"] = json.dumps(band_names or [f"band_{i:03d}" for i in range(num_bands)])
+        f.attrs["wavelengths_nm"] = json.dumps(wavelengths_nm)
+        f.attrs["class_names"] = json.dumps(class_names or [])
+        f.attrs["compression"] = compression or ""
+        f.attrs["hash_algorithm"] = HASH_ALGORITHM
+        f.attrs["ingestion_log"] = "[]"
+    tmp.replace(path)
+
+
+def set_class_names(path: Path, class_names: list[str]) -> None:
+    with h5py.File(path, "r+") as f:
+        if json.loads(f.attrs["class_names"]) != class_names:
+            f.attrs["class_names"] = json.dumps(class_names)
+
+
+def _check_batch(batch: TileBatch, layout: str, sample_shape: tuple[int, ...], path: Path) -> None:
+    """A batch must have the store's layout and shapes; the error says which and what to do."""
+    if batch.layout != layout:
+        raise layout_mismatch(batch.source_file, path, found=layout, given=batch.layout)
+    if batch.cubes.shape[1:] != sample_shape:
+        if layout == "cube":
+            raise StoreSchemaError(
+                f"{batch.source_file}: tiles of shape {batch.cubes.shape[1:]} do not fit the store "
+                f"{path} of (C, T, T) = {sample_shape}. Use the same tile_size, or a new dataset name."
+            )
+        raise StoreSchemaError(
+            f"{batch.source_file}: series of shape {batch.cubes.shape[1:]} do not fit the store {path} of "
+            f"(max_seq_len, C, S, S) = {sample_shape}. Pad every series to the store's max_seq_len "
+            f"{sample_shape[0]}, and use the same bands and tile_size, or a new dataset name."
+        )
+    if layout == "series":
+        k, n = len(batch.cubes), sample_shape[0]
+        want = {"day_of_year": (k, n), "date_mask": (k, n), "valid": (k, n, *sample_shape[2:])}
+        for name, shape in want.items():
+            got = getattr(batch, name)
+            if got is None or tuple(got.shape) != shape:
+                raise StoreSchemaError(f"{batch.source_file}: the batch's {name} has shape "
+                                       f"{None if got is None else tuple(got.shape)}, the store needs {shape}")
+        if np.asarray(batch.valid)[~np.asarray(batch.date_mask, dtype=bool)].any():
+            raise StoreSchemaError(f"{batch.source_file}: pixels of padding dates (date_mask False) are marked "
+                                   f"valid; padding must be invalid everywhere")
+
+
+def append_batches(
+    path: Path, batches: Iterable[TileBatch], *, log_entry: Callable[[AppendSummary], dict] | None = None
+) -> AppendSummary:
+    """Append samples whose content hash is not in the store yet; record the append in the log.
+
+    Samples are written batch by batch, so memory holds a few at a time. In a batch whose
+    hashes are not given, the first samples are written while a thread pool hashes the next
+    ones. ``log_entry`` is called once every batch is written and returns what the log records
+    for this append.
+    """
+    summary = AppendSummary()
+    with h5py.File(path, "r+", **_ALIGNMENT) as f:
+        layout = layout_of(f)
+        data = f[SAMPLE_DATASET[layout]]
+        sample_shape = tuple(data.shape[1:])
+        zeros = (0,) * len(sample_shape)
+        known = {h.decode() for h in f["content_hash"][()]}
+        for batch in batches:
+            _check_batch(batch, layout, sample_shape, path)
+            n0 = int(data.shape[0])
+            # Uncompressed float32: each kept sample is written as its chunk as soon as its hash is known.
+            direct = batch.cubes.dtype == np.dtype("=f4") and plain_layout(data)
+            if direct:
+                data.resize(n0 + len(batch.cubes), axis=0)
+            keep, hashes = [], []
+            try:
+                for i, h in enumerate(batch._hash_stream()):
+                    hashes.append(h)
+                    if h in known:
+                        summary.duplicates += 1
+                        summary.duplicate_ids.append(batch.sample_ids[i])
+                        continue
+                    known.add(h)
+                    if direct:
+                        data.id.write_direct_chunk((n0 + len(keep), *zeros), np.ascontiguousarray(batch.cubes[i]))
+                    keep.append(i)
+            except BaseException:
+                if direct:
+                    data.resize(n0, axis=0)  # no samples of a half-written batch without their provenance
+                raise
+            if direct and len(keep) < len(batch.cubes):
+                data.resize(n0 + len(keep), axis=0)  # drop the rows the duplicates would have used
+            file_counts = summary.per_file.setdefault(batch.source_file, {"appended": 0, "duplicates": 0})
+            file_counts["duplicates"] += len(hashes) - len(keep)
+            if not keep:
+                continue
+            _write(f, data, batch, np.asarray(keep), hashes, n0, samples_written=direct)
+            file_counts["appended"] += len(keep)
+            summary.appended += len(keep)
+        log = json.loads(f.attrs["ingestion_log"])
+        entry = log_entry(summary) if log_entry else {}
+        entry.update(appended=summary.appended, duplicates=summary.duplicates, total=int(data.shape[0]))
+        log.append(entry)
+        f.attrs["ingestion_log"] = json.dumps(log)
+    return summary
+
+
+def _write(f: h5py.File, data: h5py.Dataset, batch: TileBatch, keep: np.ndarray, hashes: list[str], n0: int,
+           samples_written: bool) -> None:
+    """Write the kept samples' provenance (and the samples, unless already written) at rows n0.."""
+    n1 = n0 + len(keep)
+    whole = len(keep) == len(hashes)
+    names = ["labels", "sample_ids", "content_hash", "source_file", "window"]
+    if batch.layout == "series":
+        names += ["day_of_year", "date_mask", VALID_DATASET]
+    for name in names:
+        f[name].resize(n1, axis=0)
+    if not samples_written:
+        data.resize(n1, axis=0)
+        data[n0:n1] = batch.cubes if whole else batch.cubes[keep]
+    f["labels"][n0:n1] = batch.labels[keep]
+    f["sample_ids"][n0:n1] = [batch.sample_ids[i] for i in keep]
+    f["content_hash"][n0:n1] = np.array([hashes[i] for i in keep], dtype=_HASH)
+    f["source_file"][n0:n1] = [batch.source_file] * len(keep)
+    f["window"][n0:n1] = batch.windows[keep]
+    if batch.layout == "series":
+        f["day_of_year"][n0:n1] = np.asarray(batch.day_of_year)[keep].astype(np.int16)
+        f["date_mask"][n0:n1] = np.asarray(batch.date_mask, dtype=bool)[keep]
+        f[VALID_DATASET][n0:n1] = np.asarray(batch.valid)[keep].astype(np.uint8)
+    if batch.label_maps is not None and "label_maps" not in f:
+        s = int(f.attrs["tile_size"])
+        # Samples appended before the first per-pixel map count as unlabelled everywhere.
+        f.create_dataset("label_maps", (n0, s, s), maxshape=(None, s, s), dtype="i4", chunks=(1, s, s), fillvalue=0)
+    if "label_maps" in f:
+        f["label_maps"].resize(n1, axis=0)
+        if batch.label_maps is not None:
+            f["label_maps"][n0:n1] = batch.label_maps[keep]
