@@ -8,7 +8,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export MPLBACKEND := Agg
 
-.PHONY: run test test-all benchmarks viz demo-data clean-venv
+.PHONY: run test test-all benchmarks viz demo-data clean-venv browser
 
 run: $(STAMP) demo-data
 	$(BIN)/kedro run --pipeline mae_pretrain --params dataset=$(DATASET)
@@ -27,6 +27,15 @@ benchmarks: $(STAMP)
 
 viz: $(STAMP)
 	$(BIN)/kedro viz run --host 127.0.0.1
+
+# Headless Chromium for the `kedro viz` page test (tests/pipelines/test_viz.py): Debian's chromium
+# package, installed here and never from inside a test. .ci/run calls it before `make test`.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then echo "browser: $$(command -v chromium) is installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -o DPkg::Lock::Timeout=120 && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=120 chromium; \
+	else echo "browser: install Debian's chromium package as root (apt-get install chromium)" >&2; exit 1; fi
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 1; }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 
+import pytest
 import torch
 from torch import nn
 
@@ -92,17 +93,51 @@ def test_auto_precision_on_a_cpu_without_native_bf16_is_fp32(monkeypatch, caplog
     from spectral_training.training import amp
 
     monkeypatch.setattr(amp, "cpu_has_native_bf16", lambda: (False, "CPU capability AVX2 without AVX512-BF16 or AMX"))
+    monkeypatch.setattr(amp, "bf16_matmul_speedup", lambda: 1 / 400)  # the emulated AVX2 kind
     with caplog.at_level(logging.INFO, logger="spectral_training.training"):
         settings = resolve_amp("auto", torch.device("cpu"))
     assert settings.dtype is None and settings.describe() == "fp32"
-    assert "fp32" in caplog.text and "AVX2" in caplog.text
+    assert "fp32" in caplog.text and "AVX2" in caplog.text and "400x slower" in caplog.text
+
+
+def test_explicit_bf16_on_a_cpu_without_native_bf16_runs_and_warns_the_measured_slowdown(monkeypatch, caplog):
+    from spectral_training.training import amp
+
+    monkeypatch.setattr(amp, "cpu_has_native_bf16", lambda: (False, "CPU capability AVX2 without AVX512-BF16 or AMX"))
+    monkeypatch.setattr(amp, "bf16_matmul_speedup", lambda: 1 / 400)
     with caplog.at_level(logging.WARNING, logger="spectral_training.training"):
         forced = resolve_amp("bf16", torch.device("cpu"))
-    assert forced.dtype is torch.bfloat16 and "slower than fp32" in caplog.text
+    assert forced.dtype is torch.bfloat16 and "measured 400x slower than fp32" in caplog.text
+
+
+def test_auto_precision_without_reported_bf16_follows_the_timed_probe(monkeypatch):
+    from spectral_training.training import amp
+
+    monkeypatch.setattr(amp, "cpu_has_native_bf16", lambda: (False, "CPU capability DEFAULT"))
+    monkeypatch.setattr(amp, "bf16_matmul_speedup", lambda: 1.8)
+    assert resolve_amp("auto", torch.device("cpu")).dtype is torch.bfloat16
 
 
 def test_auto_precision_on_a_cpu_with_native_bf16_is_bf16(monkeypatch):
     from spectral_training.training import amp
 
     monkeypatch.setattr(amp, "cpu_has_native_bf16", lambda: (True, "CPU capability AVX512 with avx512_bf16"))
+    monkeypatch.setattr(amp, "bf16_matmul_speedup", lambda: pytest.fail("native bf16 needs no probe"))
     assert resolve_amp("auto", torch.device("cpu")).dtype is torch.bfloat16
+
+
+def test_the_bf16_probe_runs_once_per_process(monkeypatch):
+    from spectral_training.training import amp
+
+    calls = []
+    real = amp._best_matmul_seconds
+    monkeypatch.setattr(amp, "_best_matmul_seconds", lambda *a, **k: calls.append(a) or real(*a, **k))
+    amp.bf16_matmul_speedup.cache_clear()
+    first = amp.bf16_matmul_speedup()
+    assert amp.bf16_matmul_speedup() == first and len(calls) == 2  # one fp32 and one bf16 timing
+    amp.bf16_matmul_speedup.cache_clear()
+
+
+def test_auto_precision_on_apple_mps_is_fp32():
+    assert resolve_amp("auto", torch.device("mps")).dtype is None
+    assert resolve_amp("bf16", torch.device("mps")).dtype is torch.bfloat16

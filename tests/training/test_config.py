@@ -68,3 +68,13 @@ def test_to_dict_is_plain_and_round_trips():
 
 def test_amp_off_read_by_yaml_as_false_means_off():
     assert TrainConfig.from_dict({"amp": False}).amp == "off"
+
+
+def test_process_settings_are_checked():
+    """nproc_per_node / nnodes must be >= 1, and several nodes need a rendezvous endpoint."""
+    assert TrainConfig.from_dict({"nproc_per_node": 4}).nproc_per_node == 4
+    with pytest.raises(ConfigError, match="nproc_per_node"):
+        TrainConfig.from_dict({"nproc_per_node": 0})
+    with pytest.raises(ConfigError, match="rdzv_endpoint.*host:port"):
+        TrainConfig.from_dict({"nnodes": 2})
+    assert TrainConfig.from_dict({"nnodes": 2, "rdzv_endpoint": "node01:29500"}).nnodes == 2

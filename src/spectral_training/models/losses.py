@@ -38,9 +38,13 @@ Speed
 -----
 The loss is memory-bound. Written plainly with autograd the four terms made ~60 full-size
 temporaries per step and cost about five times the reference's MSE, a visible share of a CPU
-training step. So it is one :class:`torch.autograd.Function`: the forward pass reduces ``pred``
-and ``target`` to five per-(token, pixel) band sums (``p.t, |p|^2, |t|^2, sum p, sum t``: ``s``
-times smaller than the input) through one scratch buffer, and every term comes from those sums
+training step (at the MAE reference's geometry, ``(32, 1, 196, 3, 256)``: ~40 ms forward +
+backward against ~10 ms for a plain masked MSE, down from ~58 ms for the previous one-buffer
+version; benchmarks/RESULTS.md, "MAE loss cost"). So it is one :class:`torch.autograd.Function`:
+the forward pass reduces ``pred`` and ``target`` to five per-(token, pixel) band sums (``p.t, |p|^2, |t|^2, sum p, sum t``: ``s``
+times smaller than the input), accumulated one band at a time with in-place multiply-adds (no
+full-size temporary; with one band group the visible tokens are left out by a per-pixel weight
+instead of being zeroed), and every term comes from those sums
 (the MSE too: ``|p - t|^2 = |p|^2 + |t|^2 - 2 p.t``). The backward pass writes the whole gradient
 into one buffer, because every term's gradient is ``A * pred + B * target + C`` with per-pixel
 ``A, B, C`` (plus ``clamp(pred)`` for the range term when something is out of range; derivation
@@ -105,30 +109,44 @@ class _MAESpectralLossFn(torch.autograd.Function):
                 bands = torch.full((1, G, 1, 1), float(s), dtype=dtype, device=p.device)
             w4 = w[..., 0]  # (B, G, N, 1)
 
-            # band sums per (token, pixel), each (B, G, N, q), through one full-size scratch buffer
-            buf = torch.mul(p, t)
-            dot = buf.sum(3)  # p.t
+            # band sums per (token, pixel), each (B, G, N, q), one band at a time: s multiply-adds
+            # on (B, G, N, q) slices touch the data ~3x less than reducing full-size products
+            dot = p.new_empty(B, G, N, q)  # p.t
             quad = p.new_empty(2, B, G, N, q)  # |p|^2, |t|^2
             lin = p.new_empty(2, B, G, N, q)  # sum p, sum t
-            torch.sum(torch.mul(p, p, out=buf), dim=3, out=quad[0])
-            torch.sum(torch.mul(t, t, out=buf), dim=3, out=quad[1])
-            torch.sum(p, dim=3, out=lin[0])
-            torch.sum(t, dim=3, out=lin[1])
+            p0, t0 = p[:, :, :, 0], t[:, :, :, 0]
+            torch.mul(p0, t0, out=dot)
+            torch.mul(p0, p0, out=quad[0])
+            torch.mul(t0, t0, out=quad[1])
+            if s == 1:
+                lin[0].copy_(p0)
+                lin[1].copy_(t0)
+            else:
+                torch.add(p0, p[:, :, :, 1], out=lin[0])
+                torch.add(t0, t[:, :, :, 1], out=lin[1])
+            for j in range(1, s):
+                pj, tj = p[:, :, :, j], t[:, :, :, j]
+                dot.addcmul_(pj, tj)
+                quad[0].addcmul_(pj, pj)
+                quad[1].addcmul_(tj, tj)
+                if j > 1:
+                    lin[0].add_(pj)
+                    lin[1].add_(tj)
             pmin, pmax = torch.aminmax(p)
             range_active = bool(pmin < lo) or bool(pmax > hi)
             if range_active:
-                outside = torch.sub(p, p.clamp(lo, hi), out=buf)
+                outside = torch.sub(p, p.clamp(lo, hi))
                 if v is not None:
                     outside.mul_(v)  # padding is zero, which may itself lie outside [lo, hi]
-                out_sq = torch.linalg.vector_norm(outside, dim=(3, 4)).square()  # (B, G, N)
-            del buf
+                out_sq = outside.square_().sum(dim=(3, 4))  # (B, G, N)
+                del outside
 
             # per-pixel spectra: add up the masked groups at each pixel -> (B, N, q) / (2, B, N, q)
-            for x in (dot, quad, lin):
-                x.mul_(w4)  # visible tokens -> 0
             if G > 1:
+                for x in (dot, quad, lin):
+                    x.mul_(w4)  # visible tokens -> 0
                 DOT, quad, lin = dot.sum(1), quad.sum(2), lin.sum(2)
-            else:
+            else:  # one group: a pixel's spectrum is its token's; visible tokens are left out by `has` below
                 DOT, quad, lin = dot[:, 0], quad[:, :, 0], lin[:, :, 0]
             PP, TT = quad[0], quad[1]
             NB = (w4 * bands).sum(1)  # (B, N, 1) scored bands at each pixel
@@ -137,14 +155,14 @@ class _MAESpectralLossFn(torch.autograd.Function):
 
             # squared error per pixel from the band sums: |p - t|^2 = |p|^2 + |t|^2 - 2 p.t, summed only
             # after the subtraction (float32 rounding ~1e-7 * (|p|^2 + |t|^2) per pixel, random in sign)
-            mse = torch.add(PP, TT).sub_(DOT, alpha=2.0).sum().clamp_min(0.0) * inv_n_el
+            has = (NB > 0).to(dtype)  # (B, N, 1): the pixel has a scored band
+            mse = (torch.add(PP, TT).sub_(DOT, alpha=2.0).sum(-1, keepdim=True) * has).sum().clamp_min(0.0) * inv_n_el
             rng = (out_sq * w4[..., 0]).sum() * inv_n_el if range_active else p.new_zeros(())
 
-            has = (NB > 0).to(dtype)  # (B, N, 1)
             prod = PP * TT
             # 1 / (|p| |t|), 0 where the angle is undefined (|p| |t| <= 1e-12): cos = 0 there
             defined = prod > _NORM_SQ_EPS**2
-            r = torch.where(defined, prod.rsqrt_(), 0.0)
+            r = prod.clamp_min_(_NORM_SQ_EPS**2).rsqrt_().mul_(defined)
             cos = DOT * r
             cos_sq = cos.square()
             live = cos_sq < (1.0 - _COS_EPS) ** 2  # acos not clamped: it has a gradient
@@ -172,11 +190,11 @@ class _MAESpectralLossFn(torch.autograd.Function):
         with torch.autocast(pred.device.type, enabled=False):
             # per-pixel factors of the gradient (see backward)
             # sam: d angle / dp = -has * w / sqrt(1 - cos^2) * (r * t - cos / PP * p), 0 if clamped or undefined
-            g_sam = torch.where(live, cos_sq.neg_().add_(1.0).rsqrt_(), 0.0).mul_(has * -inv_n_pix)  # (B, N, q)
+            g_sam = cos_sq.neg_().add_(1.0).clamp_min_(_NORM_SQ_EPS).rsqrt_().mul_(live).mul_(has * -inv_n_pix)  # (B, N, q)
             sam_p = (g_sam * cos).div_(PP.clamp_min(_NORM_SQ_EPS)).neg_()  # coefficient of p
             sam_t = g_sam.mul_(r)  # coefficient of t
             # variance: d/dp relu(std_t - std_p) = -[std_t > std_p] * w * (p - mean_p) / (NB * std_p)
-            g_var = torch.where((gap > 0) & (var[0] > 0), std_p.reciprocal(), 0.0).mul_(has2 * -inv_n_pix2 / n)
+            g_var = std_p.reciprocal().mul_((gap > 0) & (var[0] > 0)).mul_(has2 * -inv_n_pix2 / n)  # std_p >= 1e-3
             mean_p = mean[0]
         ctx.save_for_backward(p, t, w, sam_p, sam_t, g_var, mean_p, inv_n_el, wts)
         ctx.has_v = v is not None
@@ -212,8 +230,8 @@ class _MAESpectralLossFn(torch.autograd.Function):
         C = -c[2] * g_var * mean_p
         # (B, N, q) -> (B, 1, N, 1, q), times token weight (B, G, N, 1, 1) -> (B, G, N, 1, q)
         A, Bt, C = (x[:, None, :, None, :] * w for x in (A, Bt, C))
-        grad = torch.mul(p, A)  # (B, G, N, s, q), the one full-size buffer
-        grad.addcmul_(t, Bt).add_(C)
+        grad = torch.addcmul(C, p, A)  # (B, G, N, s, q), the one full-size buffer
+        grad.addcmul_(t, Bt)
         if ctx.range_active:
             grad.addcmul_(p.clamp(ctx.lo, ctx.hi), w, value=-float(k_rng))
         if ctx.has_v:

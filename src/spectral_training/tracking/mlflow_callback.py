@@ -30,10 +30,13 @@ class MlflowTrainingCallback(TrainingCallback):
     is in MLflow too, so a killed run resumed from it leaves no gap in the metric history.
     """
 
-    def __init__(self, runs_root: str | Path, run_name: str, tags: dict[str, str] | None = None, flush_every: int = 20):
+    def __init__(self, runs_root: str | Path, run_name: str, tags: dict[str, str] | None = None, flush_every: int = 20,
+                 *, config_key: str | None = None, data_hash: str | None = None):
         self.run_id = active_run_id()
         self.runs_root = Path(runs_root)
         self.run_name = run_name
+        self.config_key = config_key  # with data_hash: which rerun may rejoin this MLflow run after a kill
+        self.data_hash = data_hash
         self.tags = tags or {}
         self.flush_every = flush_every
         self._pending: list[Metric] = []
@@ -58,8 +61,11 @@ class MlflowTrainingCallback(TrainingCallback):
     def on_fit_start(self, config, state: dict[str, Any]) -> None:
         if not self.run_id:
             return
-        write_marker(self.runs_root, self.run_id, self.run_name)
-        mlflow.set_tags({**self.tags, "training_run": self.run_name, "resumed": str(bool(state.get("resumed")))})
+        write_marker(self.runs_root, self.run_id, self.run_name, config_key=self.config_key, data_hash=self.data_hash)
+        # Client calls with the run id, not mlflow.set_tags: under `train.nproc_per_node` this
+        # callback runs in a torchrun worker, where the run kedro-mlflow opened is not active.
+        for key, value in {**self.tags, "training_run": self.run_name, "resumed": str(bool(state.get("resumed")))}.items():
+            self._client.set_tag(self.run_id, key, str(value))
 
     def on_step_end(self, step: int, metrics: dict[str, float]) -> None:
         self._log(metrics, step, "step/")
@@ -77,11 +83,11 @@ class MlflowTrainingCallback(TrainingCallback):
         if not self.run_id:
             return
         self._flush()
-        mlflow.set_tag("stopped_reason", result.stopped_reason)
+        self._client.set_tag(self.run_id, "stopped_reason", result.stopped_reason)
         # The best checkpoint is the model (weights, build arguments, band stats, band list);
         # the last one stays on disk for resuming.
         path = result.best_checkpoint or result.last_checkpoint
         if path and Path(path).is_file():
-            mlflow.log_artifact(str(path), artifact_path="model")
+            self._client.log_artifact(self.run_id, str(path), artifact_path="model")
         if result.stopped_reason != "signal":
-            remove_marker(self.runs_root)
+            remove_marker(self.runs_root, self.run_name)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import shutil
 from pathlib import Path, PurePath
 from typing import Any, Mapping
@@ -171,7 +172,14 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # truncated file, pickle with forbidden objects, ...
+    except pickle.UnpicklingError as error:  # the weights-only unpickler met an object that is not data
+        raise CheckpointError(
+            f"{path}: refused: it holds pickled Python objects, not only tensors and plain values "
+            f"({_refused_object(error)}). Checkpoints written by spectral_training never do; this file comes "
+            "from elsewhere, and unpickling it could run code. It was not loaded (torch.load(weights_only=True)); "
+            "load it with weights_only=False only if you trust its source"
+        ) from error
+    except Exception as error:  # truncated file, not a torch file, ...
         raise CheckpointError(f"{path}: cannot be read as a checkpoint ({error})") from error
     if not isinstance(checkpoint, dict) or "format_version" not in checkpoint or "model" not in checkpoint:
         raise CheckpointError(f"{path}: not a checkpoint written by spectral_training.training.fit")
@@ -188,6 +196,13 @@ def load_checkpoint(
         else:
             model.load_state_dict(checkpoint["model"], strict=strict)
     return checkpoint
+
+
+def _refused_object(error: BaseException) -> str:
+    """The line of torch's weights-only error that names the refused global, else its first line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line or "global" in line]
+    return (named or lines or ["unknown object"])[0]
 
 
 def to_checkpoint_safe(value: Any, where: str = "metadata") -> Any:

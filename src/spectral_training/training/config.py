@@ -24,6 +24,7 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "wsd", "rsqrt", "constant", "onecycle", "none")
 
 MONITOR_MODES = ("min", "max")
+ON_NEW_DATA = ("continue", "fresh")
 
 # Settings that may change between a run and its resumption without breaking exact resume:
 # they only decide when to stop, log or save, never what a step computes.
@@ -34,6 +35,7 @@ RESUME_SAFE_FIELDS = frozenset(
         "progress",
         "log_every_steps",
         "resume",
+        "on_new_data",
         "checkpoint_every_steps",
         "patience",
         "min_delta",
@@ -42,6 +44,8 @@ RESUME_SAFE_FIELDS = frozenset(
         "max_bad_steps",
         "max_rollbacks",
         "max_consecutive_failed_batches",
+        "rdzv_endpoint",
+        "rdzv_backend",
     }
 )
 
@@ -81,7 +85,8 @@ class TrainConfig:
     # --- step mechanics
     accumulation_steps: int = 1
     clip_grad_norm: float | None = 1.0  # None = no clipping (the norm is still checked for NaN/Inf)
-    amp: AmpMode = "auto"  # auto: bf16 autocast on CPU, fp16 + GradScaler on CUDA
+    amp: AmpMode = "auto"  # auto: bf16 autocast where the CPU has it natively (else fp32), fp16 + GradScaler on CUDA
+    device: str = "auto"  # auto: CUDA, then Apple MPS, then CPU (training/device.py); or cpu | cuda | cuda:N | mps
     # --- EMA of the weights (timm.utils.ModelEmaV3)
     ema: bool = False
     ema_decay: float = 0.9998
@@ -99,6 +104,9 @@ class TrainConfig:
     # --- checkpoints and resume
     checkpoint_every_steps: int | None = 500  # plus one at every epoch end; None/0 = epoch ends only
     resume: ResumeMode = "auto"  # auto: resume when run_dir/last.pt exists
+    # A rerun on grown data (a new run folder): start from the same configuration's last
+    # checkpoint ("continue") or from fresh weights ("fresh"); read by families/runs.py.
+    on_new_data: str = "continue"
     seed: int = 42
     deterministic: bool = False  # torch.use_deterministic_algorithms for the duration of fit
     # --- debugging and output
@@ -107,6 +115,12 @@ class TrainConfig:
     progress: bool = True  # tqdm bars (only on a TTY)
     # --- distributed
     find_unused_parameters: bool = False  # passed to DistributedDataParallel
+    # Processes of a data-parallel run (training/launch.py starts them through torchrun).
+    # loader.batch_size stays the global batch: each process loads batch_size / processes.
+    nproc_per_node: int = 1  # processes on this machine (one per GPU on CUDA)
+    nnodes: int = 1  # machines; > 1 needs rdzv_endpoint, and the other nodes join (README)
+    rdzv_endpoint: str | None = None  # host:port of the c10d rendezvous, e.g. "node01:29500"
+    rdzv_backend: str = "c10d"
 
     def __post_init__(self) -> None:
         self._validate(source="TrainConfig")
@@ -222,6 +236,8 @@ class TrainConfig:
             self.amp = "off"
         if self.amp not in AMP_MODES:
             fail("amp", f"one of {', '.join(AMP_MODES)}")
+        if not isinstance(self.device, str) or not self.device.strip():
+            fail("device", "'auto' (CUDA, then MPS, then CPU) or a device such as 'cpu', 'cuda:0', 'mps'")
         for name in ("ema", "ema_warmup", "progress", "deterministic", "find_unused_parameters"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "true or false")
@@ -245,6 +261,14 @@ class TrainConfig:
         check_int("checkpoint_every_steps", 0, optional=True)
         if self.resume not in ("auto", True, False) or (self.resume != "auto" and not isinstance(self.resume, bool)):
             fail("resume", "'auto', true or false")
+        if self.on_new_data not in ON_NEW_DATA:
+            fail("on_new_data", "'continue' (fine-tune from the last run of this configuration) or 'fresh'")
+        check_int("nproc_per_node", 1)
+        check_int("nnodes", 1)
+        if self.nnodes > 1 and (not isinstance(self.rdzv_endpoint, str) or ":" not in self.rdzv_endpoint):
+            fail("rdzv_endpoint", "host:port of the rendezvous (e.g. 'node01:29500') when nnodes > 1")
+        if not isinstance(self.rdzv_backend, str) or not self.rdzv_backend:
+            fail("rdzv_backend", "a torch.distributed rendezvous backend, e.g. 'c10d'")
         check_int("seed", 0)
         check_int("overfit_batches", 0)
         check_int("log_every_steps", 1)

@@ -108,3 +108,9 @@ def gather_objects(obj: Any) -> list[Any]:
     gathered: list[Any] = [None] * world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def broadcast_object_list(objects: list[Any], source: int = 0) -> None:
+    """Replace `objects` in place by rank `source`'s list (pickled objects); no-op outside DDP."""
+    if is_distributed():
+        dist.broadcast_object_list(objects, src=source)

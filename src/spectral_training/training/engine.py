@@ -28,6 +28,7 @@ from spectral_training.training.callbacks import CallbackList, StopTraining, Tra
 from spectral_training.training.checkpoint import to_checkpoint_safe
 from spectral_training.training.config import ConfigError, TrainConfig
 from spectral_training.training.data import engine_sampler
+from spectral_training.training.device import resolve_device
 from spectral_training.training.guards import TrainingError
 from spectral_training.training.optim import steps_per_epoch
 from spectral_training.training.rng import deterministic_algorithms, mix_seed
@@ -78,7 +79,7 @@ def fit(
         val_metrics: a factory of EpochMetrics (see state.EpochMetrics), called once per
             validation pass of the raw weights; its `compute()` values land in the history as
             val_<name>. Under DDP the object must sync across ranks in `compute()`.
-        device: None = cuda:LOCAL_RANK when available, else cpu.
+        device: None = `config.device` (auto: cuda:LOCAL_RANK, then mps, then cpu; training/device.py).
     Returns:
         FitResult (see its docstring).
     Raises:
@@ -121,7 +122,10 @@ class _Trainer:
         self.callbacks = CallbackList(callbacks)
         self.forward_fn = forward_fn
         self.val_metrics = val_metrics
-        device = torch.device(device) if device is not None else distributed.default_device()
+        # Under torchrun (WORLD_SIZE > 1) join the process group here, so a script started by torchrun
+        # needs no set-up of its own; a no-op in a plain run or when the group already exists.
+        distributed.setup_distributed()
+        device = resolve_device(device if device is not None else config.device)
         self.is_main = distributed.is_main_process()
         self.rank = distributed.rank()
         self.world_size = distributed.world_size()

@@ -54,12 +54,14 @@ class GuardState:
 
     # ------------------------------------------------------------ bad steps
     def record_bad_step(
-        self, *, step: int, epoch: int, batch_in_epoch: int, sample_ids: list[str], loss: float, grad_norm: float
+        self, *, step: int, epoch: int, batch_in_epoch: int, sample_ids: list[str], loss: float, grad_norm: float,
+        reason: str | None = None,
     ) -> None:
-        """Count a skipped update and log it with the sample ids of its window."""
+        """Count a skipped update and log it with the sample ids of its window (``reason``: why, when
+        it is not a non-finite loss or gradient norm, e.g. no parameter received a gradient)."""
         self.consecutive_bad_steps += 1
         self.total_bad_steps += 1
-        reason = "non-finite loss" if not math.isfinite(loss) else "non-finite gradient norm"
+        reason = reason or ("non-finite loss" if not math.isfinite(loss) else "non-finite gradient norm")
         self.bad_steps.append(
             {
                 "step": step,

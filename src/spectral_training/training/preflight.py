@@ -4,7 +4,9 @@ Checks, in order (a failed check stops the ones that depend on it):
 
 1. ``shape``: the train and eval transforms turn a stored tile into exactly the size the model
    expects (a resize to 448 feeding a 224 model is caught here, naming both parameters), and the
-   store's band count is the model's.
+   data's band count is the one the *built model* takes (read from the model: its ``num_bands`` or
+   ``in_chans``, else its first 2-D convolution; the family's declared count only when the model
+   says nothing), so a model built for other bands than the store's is caught before training.
 2. ``finite``: a batch is finite after normalisation and the transforms.
 3. ``zero_std_bands``: bands whose train std is 0 are flagged (a warning: they carry no signal).
 4. ``forward_backward``: one batch goes through the family's ``forward_fn`` (the one ``fit``
@@ -65,10 +67,27 @@ def check_shapes(tile_size: int, store_bands: int, train_t: Compose, eval_t: Com
                                  output_size=out, expected_size=model_image_size))
     checks.append(_check(
         "shape:bands", store_bands == model_bands,
-        f"store has {store_bands} bands, model expects {model_bands}"
-        + ("" if store_bands == model_bands else ": the model must be built for the store's band count"),
+        f"the data has {store_bands} bands, the model takes {model_bands}"
+        + ("" if store_bands == model_bands else
+           ": build the model for the data's band count (or map the bands, e.g. finetune.model.band_mapping)"),
+        data_bands=store_bands, model_bands=model_bands,
     ))
     return checks
+
+
+def model_input_bands(model: torch.nn.Module, *, image_layout: bool = True) -> tuple[int | None, str]:
+    """The band count a built model takes, and where it was read: its ``num_bands`` / ``in_chans`` /
+    ``in_channels`` attribute, else (for (C, H, W) inputs) the input channels of its first Conv2d.
+    (None, ...) when the model does not say."""
+    for attribute in ("num_bands", "in_chans", "in_channels"):
+        value = getattr(model, attribute, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value, f"model.{attribute}"
+    if image_layout:
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Conv2d):
+                return int(module.in_channels), f"its first convolution {name}"
+    return None, "not stated by the model"
 
 
 def _batch(dataset: Dataset, batch_size: int) -> dict[str, Any]:
@@ -95,7 +114,7 @@ def validate_setup(
     store_bands: int,
     model_builder: Callable[[], torch.nn.Module],
     model_image_size: int,
-    model_bands: int,
+    model_bands: int | None,
     band_names: list[str],
     forward_fn: ForwardFn = default_forward,
     image_size_param: str = "model.image_size",
@@ -109,8 +128,11 @@ def validate_setup(
     Args:
         train_set, val_set: datasets whose items are dicts with a "cube" tensor (the training
             loader's items); the first `batch_size` of each make the test batches.
-        train_t, eval_t: their transforms, checked against `model_image_size` / `model_bands`.
-        model_builder: builds a fresh model (never the one training will use).
+        train_t, eval_t: their transforms, checked against `model_image_size`.
+        store_bands: the data's band count.
+        model_builder: builds a fresh model (never the one training will use); the band check reads
+            the band count it takes from the built model (see `model_input_bands`).
+        model_bands: the family's declared band count, used only when the model does not say.
         forward_fn: the family's `forward_fn(model, batch) -> {"loss": ...}`, the same one given
             to `fit`, so the checks run the code training runs (labels, masks, mixup...).
         image_size_param: the parameter that sets `model_image_size`, named in shape messages
@@ -119,7 +141,18 @@ def validate_setup(
             mixup and dropout are the same at every step and the losses compare. The caller's
             RNG states are restored afterwards.
     """
-    checks = check_shapes(tile_size, store_bands, train_t, eval_t, model_image_size, model_bands, image_size_param)
+    with isolated_rng(seed):
+        torch.manual_seed(seed)
+        try:
+            model = model_builder()
+        except Exception as err:  # the report must say what broke, not crash the pipeline
+            report = {"checks": [_check("model", False, f"building the model raised {type(err).__name__}: {err}")],
+                      "zero_std_bands": [], "input_shape": None}
+            return _finish(report)
+    built_bands, source = model_input_bands(model, image_layout=_sample_is_image(train_set))
+    checks = check_shapes(tile_size, store_bands, train_t, eval_t, model_image_size,
+                          built_bands if built_bands is not None else model_bands, image_size_param)
+    checks[-1]["model_bands_from"] = source if built_bands is not None else "the family's parameters"
     report: dict = {"checks": checks, "zero_std_bands": [], "input_shape": None}
     zero = [band_names[i] if i < len(band_names) else i for i in train_t.normalise.zero_std_bands]
     report["zero_std_bands"] = zero
@@ -133,11 +166,21 @@ def validate_setup(
         checks.append(_check("forward_backward", False, "not run: fix the shape checks first", skipped=True))
         return _finish(report)
     with isolated_rng(seed):
-        _run_batch_checks(report, train_set, val_set, model_builder, forward_fn, batch_size, steps, lr, seed)
+        _run_batch_checks(report, train_set, val_set, model, forward_fn, batch_size, steps, lr, seed)
     return _finish(report)
 
 
-def _run_batch_checks(report: dict, train_set: Dataset, val_set: Dataset, model_builder: Callable[[], torch.nn.Module],
+def _sample_is_image(dataset: Dataset) -> bool:
+    """Whether samples are (C, H, W) cubes (a series' first convolution may take dates x bands)."""
+    try:
+        item = dataset[0] if len(dataset) else None
+    except Exception:  # the batch checks report unreadable samples
+        return False
+    cube = item.get("cube") if isinstance(item, Mapping) else None
+    return isinstance(cube, torch.Tensor) and cube.ndim == 3
+
+
+def _run_batch_checks(report: dict, train_set: Dataset, val_set: Dataset, model: torch.nn.Module,
                       forward_fn: ForwardFn, batch_size: int, steps: int, lr: float, seed: int) -> None:
     """finite, forward_backward and loss_decreases, appended to report["checks"]; stops at the first failure."""
     checks = report["checks"]
@@ -151,8 +194,6 @@ def _run_batch_checks(report: dict, train_set: Dataset, val_set: Dataset, model_
     if not finite:
         return
 
-    torch.manual_seed(seed)
-    model = model_builder()
     model.train()
     try:
         torch.manual_seed(seed)

@@ -4,6 +4,7 @@
         forward under autocast -> output["loss"] cast to fp32 -> (scaled) backward
         (a batch that raises is recorded and dooms the window; the rest of the window is
          consumed from the loader but not computed)
+    no gradient at all -> skipped (before the GradScaler sees it) and recorded as a bad step
     unscale (fp16) -> gradient norm -> NaN/Inf guard -> clip -> optimizer step -> EMA update
     zero grads
 
@@ -117,7 +118,7 @@ def build_learner(model: nn.Module, config: TrainConfig, device: torch.device, s
 
 @dataclass
 class WindowOutcome:
-    kind: str  # "ok", "bad" (NaN/Inf, skipped), "overflow" (fp16 scaler skipped), "failed" (a batch raised)
+    kind: str  # "ok", "bad" (NaN/Inf or no gradient, skipped), "overflow" (fp16 scaler skipped), "failed" (a batch raised)
     loss: float
     grad_norm: float
     sample_ids: list[str]
@@ -232,7 +233,13 @@ class TrainStep:
         returns the outcome and the stop flag of any rank."""
         learner = self.learner
         scaler, optimizer = learner.scaler, learner.optimizer
-        if scaler is not None:
+        # A window whose loss reached none of the optimizer's parameters (every patch masked out of
+        # the loss, only a frozen part used, ...) leaves every .grad None. GradScaler then records no
+        # inf check in unscale_ and its step()/update() raise "No inf checks were recorded for this
+        # optimizer", so such a window is skipped before the scaler sees it, like a non-finite one.
+        # Under DDP the gradients are all-reduced, so every rank sees the same None/not-None pattern.
+        has_grad = any(p.grad is not None for group in optimizer.param_groups for p in group["params"])
+        if scaler is not None and has_grad:
             scaler.unscale_(optimizer)
         grads = [p.grad for p in self.parameters if p.grad is not None]
         grad_norm = (torch.nn.utils.get_total_norm(grads, 2.0, error_if_nonfinite=False)
@@ -257,12 +264,13 @@ class TrainStep:
         loss_ok = nonfinite_loss == 0 and math.isfinite(mean_loss)
         grad_ok = math.isfinite(grad_norm_value)
 
-        if not loss_ok or (not grad_ok and scaler is None):
-            if scaler is not None:
+        if not has_grad or not loss_ok or (not grad_ok and scaler is None):
+            if scaler is not None and has_grad:
                 scaler.update()  # unscale_ was called; update() closes the iteration
             guard.record_bad_step(
                 step=progress.global_step + 1, epoch=progress.epoch, batch_in_epoch=progress.batch_in_epoch,
                 sample_ids=window_ids, loss=mean_loss, grad_norm=grad_norm_value,
+                reason=None if has_grad else "no parameter received a gradient",
             )
             progress.epoch_bad_steps += 1
             kind = "bad"

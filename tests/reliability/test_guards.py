@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from spectral_training.training import ContractError, TrainingCallback, TrainingError, fit
+from spectral_training.training import ContractError, TrainingError, fit
 
-
-class WeightsPerStep(TrainingCallback):
-    """Copies of the weights and the metrics after every step."""
-
-    def __init__(self, model) -> None:
-        self.model = model
-        self.weights = {0: {k: v.clone() for k, v in model.state_dict().items()}}
-        self.metrics = {}
-
-    def on_step_end(self, step, metrics):
-        self.weights[step] = {k: v.clone() for k, v in self.model.state_dict().items()}
-        self.metrics[step] = metrics
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from faults import WeightsPerStep  # noqa: E402
 
 
 def poisoned_forward(poisoned_calls: set[int] | None = None, from_call: int | None = None):
