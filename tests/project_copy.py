@@ -25,6 +25,12 @@ class KedroProject:
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
 
+    def artifact(self, *parts: str) -> Path:
+        """The newest version of a versioned catalog artifact: ``<path>/<version>/<file>``."""
+        from spectral_training.io import latest_version
+
+        return latest_version(self.path(*parts))
+
     def kedro(self, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
         env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "MPLBACKEND": "Agg",
                "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}

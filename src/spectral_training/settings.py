@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
 
-from spectral_training.hooks import MlflowRunHooks, MlflowTagHooks, ParameterHooks
+from spectral_training.hooks import DatasetLockHooks, MlflowRunHooks, MlflowTagHooks, ParameterHooks, ProvenanceHooks
 
 # kedro-telemetry must never prompt or send anything from this project (also set in .telemetry).
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
@@ -17,7 +17,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
 warnings.filterwarnings("ignore", message=".*register_new_resolver.*")
 
-HOOKS = (ParameterHooks(), MlflowRunHooks(), MlflowTagHooks())
+HOOKS = (ParameterHooks(), MlflowRunHooks(), MlflowTagHooks(), ProvenanceHooks(), DatasetLockHooks())
 
 # kedro-telemetry is installed as a dependency of kedro-viz; its hooks stay off here.
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-telemetry",)

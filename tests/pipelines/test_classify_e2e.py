@@ -31,15 +31,15 @@ def test_two_classifier_families_train_evaluate_and_keep_their_own_artifacts(ked
         run = kedro_project.kedro("run", "--pipeline", "classify", "--params", _tiny(family))
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     for family in ("satellite_cnn", "vit"):
-        manifest = json.loads(kedro_project.path(f"data/06_models/tiny/{family}_model.json").read_text())
+        manifest = json.loads(kedro_project.artifact(f"data/06_models/tiny/{family}_model.json").read_text())
         assert manifest["family"] == family and manifest["monitor"] == "val_macro_f1"
         assert kedro_project.path(manifest["best_checkpoint"]).is_file()
-        reports = kedro_project.path(f"data/08_reporting/tiny/{family}")
-        metrics = json.loads((reports / "classification_metrics.json").read_text())
+        reports = f"data/08_reporting/tiny/{family}"
+        metrics = json.loads(kedro_project.artifact(reports, "classification_metrics.json").read_text())
         assert metrics["class_names"] == ["field", "forest", "water"] and 0.0 <= metrics["accuracy"] <= 1.0
         assert metrics["explain_method"] == ("attention_rollout" if family == "vit" else "grad_cam")
         for plot in ("confusion_matrix", "attention_maps", "loss_curves", "metric_curves"):
-            assert (reports / f"{plot}.png").stat().st_size > 5000
+            assert kedro_project.artifact(reports, f"{plot}.png").stat().st_size > 5000
     _check_mlflow(kedro_project)
 
 
@@ -70,11 +70,11 @@ def test_finetune_trains_a_classifier_on_the_mae_checkpoint_of_the_dataset(kedro
     assert pretrain.returncode == 0, pretrain.stdout[-3000:] + pretrain.stderr[-3000:]
     run = kedro_project.kedro("run", "--pipeline", "finetune", "--params", _tiny("finetune"))
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    manifest = json.loads(kedro_project.path("data/06_models/tiny/finetune_model.json").read_text())
-    mae_manifest = json.loads(kedro_project.path("data/06_models/tiny/mae_model.json").read_text())
+    manifest = json.loads(kedro_project.artifact("data/06_models/tiny/finetune_model.json").read_text())
+    mae_manifest = json.loads(kedro_project.artifact("data/06_models/tiny/mae_model.json").read_text())
     assert manifest["model_kwargs"]["checkpoint"] == mae_manifest["best_checkpoint"]
     assert manifest["band_names"] == [f"band_{i:03d}" for i in range(6)]
-    assert kedro_project.path("data/08_reporting/tiny/finetune/confusion_matrix.png").is_file()
+    assert kedro_project.artifact("data/08_reporting/tiny/finetune/confusion_matrix.png").is_file()
 
 
 def test_kedro_params_prints_the_resolved_family_block(kedro_project):

@@ -22,13 +22,13 @@ def test_ingestion_and_stats_on_a_folder_with_broken_files(kedro_project):
     run = kedro_project.kedro("run", "--pipeline", "data", *TINY)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
-    report = json.loads(kedro_project.path("data/08_reporting/tiny/ingestion_report.json").read_text())
+    report = json.loads(kedro_project.artifact("data/08_reporting/tiny/ingestion_report.json").read_text())
     assert {r["file"] for r in report["rejected"]} == {f"broken/{name}" for name in broken}
     assert all(r["reason"] for r in report["rejected"])
     assert report["counts"]["files_ingested"] == 2 and report["counts"]["tiles_appended"] == 8
     index = pd.read_parquet(kedro_project.path("data/02_intermediate/tiny/sample_index.parquet"))
     assert len(index) == 8 and set(index.split) <= {"train", "val", "test"}
-    stats = json.loads(kedro_project.path("data/03_primary/tiny/band_stats.json").read_text())
+    stats = json.loads(kedro_project.artifact("data/03_primary/tiny/band_stats.json").read_text())
     assert stats["split"] == "train" and len(stats["bands"]) == 4
     assert stats["wavelengths_nm"] == [450, 550, 650, 750]
     assert before == {p: p.read_bytes() for p in raw.rglob("*") if p.is_file()}
@@ -41,7 +41,7 @@ def test_ingestion_and_stats_on_a_folder_with_broken_files(kedro_project):
     write_hdf5_cube(raw / "c.h5", (4, 8, 8), seed=9)
     rerun = kedro_project.kedro("run", "--pipeline", "ingestion", *TINY)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    report = json.loads(kedro_project.path("data/08_reporting/tiny/ingestion_report.json").read_text())
+    report = json.loads(kedro_project.artifact("data/08_reporting/tiny/ingestion_report.json").read_text())
     assert report["counts"]["tiles_appended"] == 4 and report["counts"]["samples_in_store"] == 12
 
 

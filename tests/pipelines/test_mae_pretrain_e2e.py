@@ -35,13 +35,12 @@ def test_mae_pretrain_runs_end_to_end_evaluates_and_tracks_one_mlflow_run(kedro_
 
 
 def _check_evaluation(kedro_project):
-    reports = kedro_project.path("data/08_reporting/tiny")
-    metrics = json.loads((reports / "reconstruction_metrics.json").read_text())
+    metrics = json.loads(kedro_project.artifact("data/08_reporting/tiny/reconstruction_metrics.json").read_text())
     assert set(metrics["summary"]) == {"model", "band_mean", "neighbour_patch"}
     assert metrics["band_names"] == [f"band_{i:03d}" for i in range(6)] and metrics["data_version"]
     assert len(metrics["model"]["per_band"]["mse"]) == 6
     for plot in ("reconstruction_grid", "error_per_band", "spectra", "loss_curves"):
-        assert (reports / f"{plot}.png").stat().st_size > 5000
+        assert kedro_project.artifact(f"data/08_reporting/tiny/{plot}.png").stat().st_size > 5000
 
 
 def _check_mlflow_run(kedro_project):
@@ -66,15 +65,15 @@ def _check_mlflow_run(kedro_project):
 
 
 def _check_checkpoint_and_history(kedro_project):
-    report = json.loads(kedro_project.path("data/08_reporting/tiny/transform_report.json").read_text())
+    report = json.loads(kedro_project.artifact("data/08_reporting/tiny/transform_report.json").read_text())
     assert report["passed"]
-    manifest = json.loads(kedro_project.path("data/06_models/tiny/mae_model.json").read_text())
+    manifest = json.loads(kedro_project.artifact("data/06_models/tiny/mae_model.json").read_text())
     assert manifest["stopped_reason"] == "completed" and manifest["epochs_run"] == 3
     checkpoint = torch.load(kedro_project.path(manifest["best_checkpoint"]), weights_only=True)
     assert checkpoint["metadata"]["band_names"] == [f"band_{i:03d}" for i in range(6)]
     assert checkpoint["metadata"]["wavelengths_nm"] == [450, 500, 550, 600, 650, 700]
     assert len(checkpoint["metadata"]["band_stats"]["mean"]) == 6
-    history = json.loads(kedro_project.path("data/08_reporting/tiny/mae_history.json").read_text())
+    history = json.loads(kedro_project.artifact("data/08_reporting/tiny/mae_history.json").read_text())
     assert len(history) == 3 and all(h["train_loss"] > 0 for h in history)
 
 
@@ -85,7 +84,7 @@ def test_a_resize_that_does_not_fit_the_model_stops_the_run_before_training(kedr
     assert run.returncode != 0
     output = run.stdout + run.stderr
     assert "mae.transforms.train[0].resize=32" in output and "mae.model.image_size" in output
-    report = json.loads(kedro_project.path("data/08_reporting/tiny/transform_report.json").read_text())
+    report = json.loads(kedro_project.artifact("data/08_reporting/tiny/transform_report.json").read_text())
     assert not report["passed"]
     assert not kedro_project.path("data/06_models/tiny/mae_model.json").exists()
 
@@ -112,7 +111,7 @@ def test_a_training_killed_with_sigkill_resumes_from_its_checkpoint_into_the_sam
     deadline = time.time() + 240
     while time.time() < deadline and first.poll() is None:
         checkpoints = list(runs_root.glob("*/last.pt"))
-        if (runs_root / "unfinished_run.json").exists() and checkpoints:
+        if list(runs_root.glob("*/unfinished_run.json")) and checkpoints:
             try:
                 progress = torch.load(checkpoints[0], weights_only=True)["progress"]
             except Exception:  # being replaced right now
@@ -124,13 +123,14 @@ def test_a_training_killed_with_sigkill_resumes_from_its_checkpoint_into_the_sam
         time.sleep(0.2)
     first.wait(timeout=60)
     assert killed_at is not None, kedro_project.path("first_run.log").read_text()[-3000:]
-    marker = json.loads((runs_root / "unfinished_run.json").read_text())
+    [marker_file] = runs_root.glob("*/unfinished_run.json")  # in the killed run's folder
+    marker = json.loads(marker_file.read_text())
 
     second = kedro_project.kedro("run", "--pipeline", "mae_pretrain", "--params", params)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    manifest = json.loads(kedro_project.path("data/06_models/tiny/mae_model.json").read_text())
+    manifest = json.loads(kedro_project.artifact("data/06_models/tiny/mae_model.json").read_text())
     assert manifest["resumed"] and manifest["stopped_reason"] == "completed" and manifest["epochs_run"] == 6
-    assert not (runs_root / "unfinished_run.json").exists()
+    assert not list(runs_root.glob("*/unfinished_run.json"))
 
     client = MlflowClient(tracking_uri=f"sqlite:///{kedro_project.path('mlflow.db')}")
     [experiment] = [e for e in client.search_experiments() if e.name == "spectral_training"]

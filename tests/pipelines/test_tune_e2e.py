@@ -40,17 +40,17 @@ def test_a_tune_run_studies_the_family_reports_tracks_and_resumes(kedro_project)
     run = kedro_project.kedro("run", "--pipeline", "tune", "--params", f"{PARAMS},tune.n_trials=2")
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
 
-    reports = kedro_project.path("data/08_reporting/tiny/tune/satellite_cnn")
-    report = json.loads((reports / "report.json").read_text())
+    reports = "data/08_reporting/tiny/tune/satellite_cnn"
+    report = json.loads(kedro_project.artifact(reports, "report.json").read_text())
     assert report["study_name"] == "satellite_cnn-tiny" and report["best"]["number"] == 0
     assert [(t["number"], t["state"]) for t in report["trials"]] == [(0, "complete"), (1, "pruned")]
     for plot in ("optimization_history", "param_importances", "parallel_coordinates"):
-        assert (reports / f"{plot}.png").stat().st_size > 5000
-    best = yaml.safe_load((reports / "best_params.yml").read_text())
+        assert kedro_project.artifact(reports, f"{plot}.png").stat().st_size > 5000
+    best = yaml.safe_load(kedro_project.artifact(reports, "best_params.yml").read_text())
     assert best == {"satellite_cnn": {"train": {"lr": 0.01, "optimizer": "adam", "weight_decay": 1e-4},
                                       "model": {"drop_rate": 0.0}, "loader": {"batch_size": 8}}}
     _loads_as_the_familys_parameters(kedro_project, best)
-    trials = json.loads(kedro_project.path("data/07_model_output/tiny/tune/satellite_cnn/trials.json").read_text())
+    trials = json.loads(kedro_project.artifact("data/07_model_output/tiny/tune/satellite_cnn/trials.json").read_text())
     assert [t["state"] for t in trials] == ["complete", "pruned"]
     _check_mlflow(kedro_project, states=["complete", "pruned"])
 
@@ -59,7 +59,7 @@ def test_a_tune_run_studies_the_family_reports_tracks_and_resumes(kedro_project)
     study = optuna.load_study(study_name="satellite_cnn-tiny",
                               storage=f"sqlite:///{kedro_project.path('data/07_model_output/optuna.db')}")
     assert len(study.trials) == 3 and study.trials[2].state.is_finished()
-    report = json.loads((reports / "report.json").read_text())
+    report = json.loads(kedro_project.artifact(reports, "report.json").read_text())  # the newest version
     assert len(report["trials"]) == 3 and report["n_trials_requested"] == 3
 
 

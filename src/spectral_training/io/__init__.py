@@ -2,5 +2,6 @@
 
 from .cube_store_dataset import CubeStoreDataset
 from .raw_folder_dataset import RawFolderDataset
+from .versioned import VersionedArtifactDataset, all_versions, latest_version
 
-__all__ = ["CubeStoreDataset", "RawFolderDataset"]
+__all__ = ["CubeStoreDataset", "RawFolderDataset", "VersionedArtifactDataset", "all_versions", "latest_version"]

@@ -5,10 +5,11 @@ callback interface, and only on the process that owns the run (rank 0).
 """
 
 from .mlflow_callback import MlflowTrainingCallback, active_run_id
-from .run_marker import read_marker, remove_marker, write_marker
+from .run_marker import find_marker, read_markers, remove_marker, write_marker
 from .tags import git_commit
 
-__all__ = ["MlflowTrainingCallback", "active_run_id", "git_commit", "read_marker", "remove_marker", "write_marker"]
+__all__ = ["MlflowTrainingCallback", "active_run_id", "find_marker", "git_commit", "read_markers", "remove_marker",
+           "write_marker"]
 
 from .nested import MlflowTrialTracker, TrialTrainingCallback, end_interrupted_runs, set_run_tags  # noqa: E402
 
