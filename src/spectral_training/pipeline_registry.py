@@ -47,6 +47,8 @@ def register_pipelines() -> dict[str, Pipeline]:
         "mae_pretrain": data + mae,
         "classify": data + classify,
         "finetune": data + finetune,
+        "unet_mim": data + family_stage.create_pipeline(family_stage.UNET_MIM),
+        "unet_seg": data + family_stage.create_pipeline(family_stage.UNET_SEG),
     }
     pipelines["__default__"] = pipelines["mae_pretrain"]
     # An Optuna study over the family given by --params family=<name> (its own namespace in kedro viz).

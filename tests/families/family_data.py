@@ -12,6 +12,7 @@ import yaml
 from spectral_training.cubes.ingest import build_sample_index
 from spectral_training.cubes.stats import compute_band_stats
 from spectral_training.cubes.store import CubeStore, TileBatch
+from spectral_training.families import family_defaults
 from spectral_training.families.params import deep_merge
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +63,7 @@ def family_layers(family: str, overrides: dict | None = None) -> tuple[dict, lis
     """(the family's block from its file with ``overrides`` merged in, the default blocks it merges over)."""
     defaults = [yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_training_defaults.yml").read_text())
                 ["training_defaults"]]
-    if family != "mae":
+    if "classifier_defaults" in family_defaults(family):
         defaults.append(_load("_classifier_defaults")["classifier_defaults"])
     block = copy.deepcopy(_load(family)[family])
     return deep_merge(block, overrides or {}), defaults

@@ -35,6 +35,24 @@ def _finetune() -> Family:
     return FinetuneFamily()
 
 
+def _unet(name: str) -> Callable[[], Family]:
+    def make() -> Family:
+        from spectral_training.families import unet
+
+        return {"unet_mim": unet.UNetMIMFamily, "unet_seg": unet.UNetSegFamily}[name]()
+
+    return make
+
+
+def _sits(pretrain: bool) -> Callable[[], Family]:
+    def make() -> Family:
+        from spectral_training.families.sits import SitsFormerFamily, SitsPretrainFamily
+
+        return SitsPretrainFamily() if pretrain else SitsFormerFamily()
+
+    return make
+
+
 # name -> (the pipeline that trains it, factory); imports stay lazy: a family's heavy
 # dependencies load only when it is used.
 _REGISTRY: dict[str, tuple[str, Callable[[], Family]]] = {
@@ -47,6 +65,10 @@ _REGISTRY: dict[str, tuple[str, Callable[[], Family]]] = {
     "satellite_cnn": ("classify", _classifier("satellite_cnn")),
     "flood_cnn": ("classify", _classifier("flood_cnn")),
     "finetune": ("finetune", _finetune),
+    "unet_mim": ("unet_mim", _unet("unet_mim")),
+    "unet_seg": ("unet_seg", _unet("unet_seg")),
+    "sits_pretrain": ("sits_pretrain", _sits(True)),
+    "sits_former": ("sits", _sits(False)),
 }
 
 

@@ -23,6 +23,7 @@ from spectral_training.families.classifier.family import ClassifierFamily, Model
 from spectral_training.families.classifier.labels import LabelSpace
 from spectral_training.families.mae.model import build_mae_model
 from spectral_training.families.params import FamilyParamsError
+from spectral_training.io.versioned import latest_version
 from spectral_training.models.mae_classifier import MAEEncoderClassifier, mae_classifier_from_checkpoint
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def resolve_mae_checkpoint(reference: str | Path | None) -> Path:
     if not reference:
         raise FamilyParamsError("finetune.model.checkpoint is empty: give an MAE checkpoint (.pt), its run folder "
                                 "or the model manifest data/06_models/<dataset>/mae_model.json")
-    path = Path(reference)
+    path = latest_version(reference)  # a versioned manifest is a folder of versions: take the newest
     if path.suffix == ".json" and path.is_file():
         manifest = json.loads(path.read_text())
         path = Path(manifest.get("best_checkpoint") or manifest.get("last_checkpoint") or "")

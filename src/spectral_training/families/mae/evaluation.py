@@ -10,12 +10,14 @@ model did not see, with the same masks for the model and the baselines:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from torch import nn
 from tqdm.auto import tqdm
 
 from spectral_training.cubes.data_version import dataset_version
@@ -53,15 +55,20 @@ def evaluate_mae(
     manifest: dict,
     params: EvaluationParams,
     history: list[dict] | None = None,
+    build_model: Callable[[dict], nn.Module] = build_mae_model,
 ) -> tuple[dict, dict[str, Figure]]:
     """Metrics (model and baselines) and report figures for the manifest's checkpoint.
+
+    ``build_model`` rebuilds the checkpoint's model from its ``model_kwargs``: any masked model
+    with ``reconstruct(x, generator) -> (reconstruction, pixel mask)``, ``mask_ratio``,
+    ``spatial_patch`` and ``spectral_patch`` is scored the same way (the U-Net MIM family uses it).
 
     The checkpoint's own band statistics undo the normalisation it was trained with;
     ``band_stats`` (the dataset's, with min/max) gives each band's data range for PSNR/SSIM.
     """
     checkpoint_path = Path(manifest_checkpoint(manifest, params.checkpoint))
     model_kwargs = manifest["model_kwargs"]
-    model = build_mae_model(model_kwargs)
+    model = build_model(model_kwargs)
     checkpoint = load_checkpoint(checkpoint_path, model, use_ema=params.use_ema)
     model.eval()
     meta = checkpoint["metadata"]

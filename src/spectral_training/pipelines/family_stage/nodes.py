@@ -15,7 +15,7 @@ from spectral_training import families
 from spectral_training.cubes.data_version import dataset_version
 from spectral_training.cubes.store import CubeStore
 from spectral_training.families.checks import validate_family
-from spectral_training.families.runs import family_runs_root, run_id, train_family
+from spectral_training.families.runs import config_key, family_runs_root, run_id, train_family, training_data_hash
 from spectral_training.tracking import MlflowTrainingCallback
 from spectral_training.training.preflight import require_passed
 
@@ -68,11 +68,14 @@ def train_model(
     require_passed(transform_report, skip_validation, dataset)
     family = families.get_family(family_params["family"])
     setup = family.prepare(cube_store, sample_index, band_stats, family_params)
-    name = run_id(family.name, setup, family_params)
+    data_hash = training_data_hash(sample_index)  # the data is part of the run's identity
+    name = run_id(family.name, setup, family_params, data_hash)
     tracker = MlflowTrainingCallback(family_runs_root(models_root, family.name), name,
                                      tags={"dataset": dataset, "family": family.name,
-                                           "data_version": dataset_version(sample_index)})
-    run = train_family(family, setup, family_params, models_root, run_name=name, callbacks=[tracker])
+                                           "data_version": dataset_version(sample_index), "data_hash": data_hash},
+                                     config_key=config_key(family_params), data_hash=data_hash)
+    run = train_family(family, setup, family_params, models_root, run_name=name, data_hash=data_hash,
+                       callbacks=[tracker])
     if run.result.stopped_reason == "signal":
         log.warning("training interrupted by a signal; checkpoint written to %s. Run the same command to resume.",
                     run.result.last_checkpoint)

@@ -101,7 +101,24 @@ FINETUNE = Stage(
     validate_node="validate_finetune_transforms", defaults=("training_defaults", "classifier_defaults"),
 )
 
-STAGES = (MAE, CLASSIFY, FINETUNE)
+UNET_MIM = Stage(
+    pipeline="unet_mim", namespace="unet_mim", block="unet_mim", family="unet_mim",
+    model="unet_mim_model", history="unet_mim_history", transform_report="unet_mim_transform_report",
+    metrics="unet_mim_metrics", metric_values="unet_mim_metric_values",
+    plots=("unet_mim_reconstruction_grid_plot", "unet_mim_error_per_band_plot", "unet_mim_spectra_plot",
+           "unet_mim_loss_curves_plot"),
+    train_node="train_unet_mim", evaluate_node="evaluate_unet_mim", validate_node="validate_unet_mim_transforms",
+)
+
+UNET_SEG = Stage(
+    pipeline="unet_seg", namespace="unet_seg", block="unet_seg", family="unet_seg",
+    model="unet_seg_model", history="unet_seg_history", transform_report="unet_seg_transform_report",
+    metrics="unet_seg_metrics", metric_values="unet_seg_metric_values",
+    plots=("unet_seg_masks_plot", "unet_seg_loss_curves_plot", "unet_seg_metric_curves_plot"),
+    train_node="train_unet_seg", evaluate_node="evaluate_unet_seg", validate_node="validate_unet_seg_transforms",
+)
+
+STAGES = (MAE, CLASSIFY, FINETUNE, UNET_MIM, UNET_SEG)
 
 
 def stage_of(pipeline: Pipeline) -> Stage | None:
