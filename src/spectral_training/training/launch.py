@@ -120,7 +120,10 @@ def launch(function: Callable[..., Any], *args: Any, config: TrainConfig, **kwar
         # failed in a collective, which says nothing useful.
         raise LaunchError(
             f"the training processes ended with exit code {returncode} and no result"
-            + (f": rank(s) {silent} died without an error (killed?)" if silent else "")
+            # torchrun stops the survivors when one rank dies; on a busy machine that can come before
+            # they write their own error, so the killed rank is among these, not always alone
+            + (f": rank(s) {silent} died without an error (killed, or stopped by torchrun after another "
+               "rank died)" if silent else "")
             + "; torchrun's log above says more. The last checkpoint is kept: run the same command to resume "
             "from it"
         ) from (errors[min(errors)] if errors else None)
