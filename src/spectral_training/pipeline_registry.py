@@ -49,6 +49,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "finetune": data + finetune,
         "unet_mim": data + family_stage.create_pipeline(family_stage.UNET_MIM),
         "unet_seg": data + family_stage.create_pipeline(family_stage.UNET_SEG),
+        "unet_temporal": data + family_stage.create_pipeline(family_stage.UNET_TEMPORAL),  # --params dataset=sits_demo
     }
     pipelines["__default__"] = pipelines["mae_pretrain"]
     # An Optuna study over the family given by --params family=<name> (its own namespace in kedro viz).

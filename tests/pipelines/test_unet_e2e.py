@@ -4,6 +4,7 @@ import json
 
 import pytest
 from corpus import write_hdf5_cube
+from series_corpus import write_series
 
 from spectral_training.io.versioned import latest_version
 
@@ -35,3 +36,22 @@ def test_unet_mim_then_unet_seg_from_its_encoder(kedro_project):
         "data/08_reporting/tiny/unet_seg/segmentation_metrics.json")).read_text())
     assert report["init"] == "unet_mim" and 0.0 <= report["pixel_accuracy"] <= 1.0
     assert latest_version(kedro_project.path("data/08_reporting/tiny/unet_seg/segmentation_masks.png")).is_file()
+
+
+def test_unet_temporal_on_a_series_dataset_against_both_baselines(kedro_project):
+    raw = kedro_project.raw("tiny_series")
+    dates = ("2021-03-01", "2021-04-10", "2021-05-20", "2021-07-01", "2021-08-15")
+    for i in range(4):
+        write_series(raw / f"site{i}.h5", dates, bands=4, size=32, seed=i)
+    params = ("dataset=tiny_series,ingestion.show_progress=false,normalisation_stats.show_progress=false,"
+              "validation.steps=2,unet_temporal.model.decoder_channels=[8],unet_temporal.train.epochs=1,"
+              "unet_temporal.train.warmup_epochs=0,unet_temporal.train.progress=false,"
+              "unet_temporal.loader.batch_size=8,unet_temporal.loader.num_workers=0,"
+              "unet_temporal.evaluation.show_progress=false,unet_temporal.evaluation.plot_samples=2")
+    run = kedro_project.kedro("run", "--pipeline", "unet_temporal", "--params", params)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    reports = "data/08_reporting/tiny_series/unet_temporal"
+    metrics = json.loads(latest_version(kedro_project.path(f"{reports}/temporal_metrics.json")).read_text())
+    assert set(metrics["summary"]) == {"model", "persistence", "linear_interpolation"}
+    assert metrics["scored_pixels"] > 0
+    assert latest_version(kedro_project.path(f"{reports}/temporal_prediction.png")).is_file()

@@ -38,8 +38,10 @@ def _finetune() -> Family:
 def _unet(name: str) -> Callable[[], Family]:
     def make() -> Family:
         from spectral_training.families import unet
+        from spectral_training.families.unet.temporal import UNetTemporalFamily
 
-        return {"unet_mim": unet.UNetMIMFamily, "unet_seg": unet.UNetSegFamily}[name]()
+        return {"unet_mim": unet.UNetMIMFamily, "unet_seg": unet.UNetSegFamily,
+                "unet_temporal": UNetTemporalFamily}[name]()
 
     return make
 
@@ -67,6 +69,7 @@ _REGISTRY: dict[str, tuple[str, Callable[[], Family]]] = {
     "finetune": ("finetune", _finetune),
     "unet_mim": ("unet_mim", _unet("unet_mim")),
     "unet_seg": ("unet_seg", _unet("unet_seg")),
+    "unet_temporal": ("unet_temporal", _unet("unet_temporal")),
     "sits_pretrain": ("sits_pretrain", _sits(True)),
     "sits_former": ("sits", _sits(False)),
 }

@@ -118,7 +118,16 @@ UNET_SEG = Stage(
     train_node="train_unet_seg", evaluate_node="evaluate_unet_seg", validate_node="validate_unet_seg_transforms",
 )
 
-STAGES = (MAE, CLASSIFY, FINETUNE, UNET_MIM, UNET_SEG)
+UNET_TEMPORAL = Stage(
+    pipeline="unet_temporal", namespace="unet_temporal", block="unet_temporal", family="unet_temporal",
+    model="unet_temporal_model", history="unet_temporal_history", transform_report="unet_temporal_transform_report",
+    metrics="unet_temporal_metrics", metric_values="unet_temporal_metric_values",
+    plots=("unet_temporal_prediction_plot", "unet_temporal_error_per_band_plot", "unet_temporal_loss_curves_plot"),
+    train_node="train_unet_temporal", evaluate_node="evaluate_unet_temporal",
+    validate_node="validate_unet_temporal_transforms",
+)
+
+STAGES = (MAE, CLASSIFY, FINETUNE, UNET_MIM, UNET_SEG, UNET_TEMPORAL)
 
 
 def stage_of(pipeline: Pipeline) -> Stage | None:
