@@ -8,7 +8,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export MPLBACKEND := Agg
 
-.PHONY: run test test-all benchmarks viz demo-data clean-venv browser
+.PHONY: run test test-all benchmarks viz demo-data clean-venv browser airflow-dag
 
 run: $(STAMP) demo-data
 	$(BIN)/kedro run --pipeline mae_pretrain --params dataset=$(DATASET)
@@ -27,6 +27,10 @@ benchmarks: $(STAMP)
 
 viz: $(STAMP)
 	$(BIN)/kedro viz run --host 127.0.0.1
+
+# The Airflow DAG of mae_pretrain (kedro-airflow, settings in conf/base/airflow.yml), committed in airflow_dags/.
+airflow-dag: $(STAMP)
+	$(BIN)/kedro airflow create --pipelines mae_pretrain --group-by memory --target-dir airflow_dags
 
 # Headless Chromium for the `kedro viz` page test (tests/pipelines/test_viz.py): Debian's chromium
 # package, installed here and never from inside a test. .ci/run calls it before `make test`.

@@ -121,6 +121,12 @@ class MlflowRunHooks:
         os.environ.pop("MLFLOW_RUN_ID", None)  # one kedro run, one MLflow run: a later session starts afresh
 
 
+def save_version(run_params: dict) -> str | None:
+    """The run's save version: the session id, the folder name of every versioned artifact it writes
+    (Kedro 1.x passes it to hooks as ``run_id``; ``session_id`` in older releases)."""
+    return run_params.get("run_id") or run_params.get("session_id")
+
+
 def _raw_files_added_since(catalog, run_dir: Path) -> bool:
     """Whether a raw file appeared (inode change time: copies and moves set it too) after the run's marker."""
     from spectral_training.tracking.run_marker import MARKER_NAME
@@ -149,8 +155,9 @@ class MlflowTagHooks:
         commit = git_commit(run_params.get("project_path") or ".")
         if commit:
             mlflow.set_tag("git_commit", commit)
-        if run_params.get("session_id"):  # the version folder of every versioned artifact of this run
-            mlflow.set_tag("kedro_save_version", run_params["session_id"])
+        version = save_version(run_params)
+        if version:  # the version folder of every versioned artifact of this run
+            mlflow.set_tag("kedro_save_version", version)
         mlflow.log_dict(catalog.load("parameters"), "config/resolved_parameters.json")
 
     @hook_impl
@@ -192,7 +199,7 @@ class ProvenanceHooks:
         params = catalog.load("parameters")
         self._catalog = catalog
         self._record = {
-            "version": run_params.get("session_id"),
+            "version": save_version(run_params),
             "pipeline": ",".join(run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]),
             "dataset": params.get("dataset"),
             "git_commit": git_commit(run_params.get("project_path") or "."),
