@@ -50,6 +50,9 @@ def register_pipelines() -> dict[str, Pipeline]:
         "unet_mim": data + family_stage.create_pipeline(family_stage.UNET_MIM),
         "unet_seg": data + family_stage.create_pipeline(family_stage.UNET_SEG),
         "unet_temporal": data + family_stage.create_pipeline(family_stage.UNET_TEMPORAL),  # --params dataset=sits_demo
+        # SITS-Former on a series dataset (--params dataset=sits_demo): pretraining, then classification.
+        "sits_pretrain": data + family_stage.create_pipeline(family_stage.SITS_PRETRAIN),
+        "sits": data + family_stage.create_pipeline(family_stage.SITS),
     }
     pipelines["__default__"] = pipelines["mae_pretrain"]
     # An Optuna study over the family given by --params family=<name> (its own namespace in kedro viz).

@@ -9,7 +9,6 @@ pretraining is worth.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +22,7 @@ from spectral_training.families.classifier.family import ClassifierFamily, Model
 from spectral_training.families.classifier.labels import LabelSpace
 from spectral_training.families.mae.model import build_mae_model
 from spectral_training.families.params import FamilyParamsError
-from spectral_training.io.versioned import latest_version
+from spectral_training.families.checkpoint_reference import resolve_checkpoint
 from spectral_training.models.mae_classifier import MAEEncoderClassifier, mae_classifier_from_checkpoint
 
 log = logging.getLogger(__name__)
@@ -41,18 +40,7 @@ def resolve_mae_checkpoint(reference: str | Path | None) -> Path:
     if not reference:
         raise FamilyParamsError("finetune.model.checkpoint is empty: give an MAE checkpoint (.pt), its run folder "
                                 "or the model manifest data/06_models/<dataset>/mae_model.json")
-    path = latest_version(reference)  # a versioned manifest is a folder of versions: take the newest
-    if path.suffix == ".json" and path.is_file():
-        manifest = json.loads(path.read_text())
-        path = Path(manifest.get("best_checkpoint") or manifest.get("last_checkpoint") or "")
-    elif path.is_dir():
-        path = next((path / n for n in ("best.pt", "last.pt") if (path / n).is_file()), path / "best.pt")
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"finetune.model.checkpoint: no MAE checkpoint at {reference} ({path} does not exist). Pretrain one with "
-            f"`kedro run --pipeline mae_pretrain --params dataset=<name>`, or point the parameter at a .pt file, a "
-            f"run folder or an mae_model.json")
-    return path
+    return resolve_checkpoint(reference, where="finetune.model.checkpoint", family="mae", pipeline="mae_pretrain")
 
 
 class FinetuneFamily(ClassifierFamily):

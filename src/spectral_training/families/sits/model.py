@@ -8,13 +8,13 @@ minutes on 2 CPU cores.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from spectral_training.cubes.store import CubeStore
+from spectral_training.families.checkpoint_reference import resolve_checkpoint
 from spectral_training.families.params import FamilyParamsError
 from spectral_training.models.sits_former import (
     TEMPORAL_ENCODINGS,
@@ -87,19 +87,8 @@ def encoder_kwargs(model: Mapping[str, Any], info: Mapping[str, Any], family: st
 
 
 def resolve_pretrained(reference: str | Path) -> Path:
-    """A pretraining checkpoint from a .pt path, a run folder (best.pt, else last.pt) or a model manifest."""
-    path = Path(reference)
-    if path.suffix == ".json" and path.is_file():
-        manifest = json.loads(path.read_text())
-        path = Path(manifest.get("best_checkpoint") or manifest.get("last_checkpoint") or "")
-    elif path.is_dir():
-        path = next((path / n for n in ("best.pt", "last.pt") if (path / n).is_file()), path / "best.pt")
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"sits_former.model.pretrained: no pretraining checkpoint at {reference} ({path} does not exist). "
-            f"Pretrain with `kedro run --pipeline sits_pretrain --params dataset=<name>`, or point it at a .pt "
-            f"file, a run folder or a sits_pretrain_model.json (null trains from scratch)")
-    return path
+    """A sits_pretrain checkpoint from a .pt path, a run folder or a model manifest (versioned or not)."""
+    return resolve_checkpoint(reference, where="sits_former.model.pretrained", family="sits_pretrain")
 
 
 def pretrained_encoder_kwargs(path: Path, band_names: list[str]) -> dict:

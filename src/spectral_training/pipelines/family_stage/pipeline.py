@@ -127,7 +127,25 @@ UNET_TEMPORAL = Stage(
     validate_node="validate_unet_temporal_transforms",
 )
 
-STAGES = (MAE, CLASSIFY, FINETUNE, UNET_MIM, UNET_SEG, UNET_TEMPORAL)
+SITS = Stage(
+    pipeline="sits", namespace="sits", block="sits_former", family="sits_former",
+    model="sits_model", history="sits_history", transform_report="sits_transform_report",
+    metrics="sits_metrics", metric_values="sits_metric_values",
+    plots=("sits_confusion_matrix_plot", "sits_class_curves_plot", "sits_date_attention_plot",
+           "sits_loss_curves_plot", "sits_metric_curves_plot"),
+    train_node="train_sits_former", evaluate_node="evaluate_sits_former", validate_node="validate_sits_transforms",
+)
+
+SITS_PRETRAIN = Stage(
+    pipeline="sits_pretrain", namespace="sits_pretrain", block="sits_pretrain", family="sits_pretrain",
+    model="sits_pretrain_model", history="sits_pretrain_history", transform_report="sits_pretrain_transform_report",
+    metrics="sits_pretrain_metrics", metric_values="sits_pretrain_metric_values",
+    plots=("sits_pretrain_error_per_band_plot", "sits_pretrain_loss_curves_plot"),
+    train_node="train_sits_pretrain", evaluate_node="evaluate_sits_pretrain",
+    validate_node="validate_sits_pretrain_transforms",
+)
+
+STAGES = (MAE, CLASSIFY, FINETUNE, UNET_MIM, UNET_SEG, UNET_TEMPORAL, SITS, SITS_PRETRAIN)
 
 
 def stage_of(pipeline: Pipeline) -> Stage | None:
