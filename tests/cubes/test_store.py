@@ -254,6 +254,56 @@ def test_hashes_are_computed_lazily_and_equal_the_content_hash_of_each_tile(stor
         assert [h.decode() for h in f["content_hash"][()]] == batch.hashes
 
 
+def test_a_new_store_records_its_hash_algorithm_and_hashes_with_it(store):
+    import xxhash
+
+    from spectral_training.cubes.store_schema import HASH_ALGORITHM
+
+    values = _values(3)
+    store.append([_batch(values)])
+    assert store.info["hash_algorithm"] == HASH_ALGORITHM == "xxh3-128"
+    with h5py.File(store.path) as f:
+        assert f.attrs["hash_algorithm"] == "xxh3-128"
+        assert [h.decode() for h in f["content_hash"][()]] == [xxhash.xxh3_128_hexdigest(t.tobytes()) for t in values]
+
+
+def _old_sha256_store(path):
+    """A store as versions before XXH3 wrote it: the algorithm recorded as sha256-128."""
+    store = CubeStore(path)
+    store.create(num_bands=3, tile_size=4, band_names=None, wavelengths_nm=None)
+    with h5py.File(path, "r+") as f:
+        f.attrs["hash_algorithm"] = "sha256-128"
+    return store
+
+
+def test_an_old_store_keeps_its_recorded_hash_algorithm_and_never_mixes_two(tmp_path):
+    import hashlib
+
+    store = _old_sha256_store(tmp_path / "old.h5")
+    values = _values(4)
+    store.append([_batch(values[:2])])
+    later = _batch(values, source="b.h5", prefix="b")
+    later.hashes  # hashed before the append with the new default: must be hashed again with the store's
+    summary = store.append([later])
+    assert (summary.appended, summary.duplicates) == (2, 2)  # de-duplication still finds the old samples
+    assert store.info["hash_algorithm"] == "sha256-128"
+    with h5py.File(store.path) as f:
+        assert f.attrs["hash_algorithm"] == "sha256-128"
+        want = [hashlib.sha256(t.tobytes()).hexdigest()[:32] for t in values]
+        assert [h.decode() for h in f["content_hash"][()]] == want
+
+
+def test_a_store_without_the_attribute_reads_as_sha256_and_an_unknown_one_is_refused(tmp_path):
+    store = _old_sha256_store(tmp_path / "older.h5")
+    with h5py.File(store.path, "r+") as f:
+        del f.attrs["hash_algorithm"]
+    assert store.info["hash_algorithm"] == "sha256-128"
+    with h5py.File(store.path, "r+") as f:
+        f.attrs["hash_algorithm"] = "md5-from-the-future"
+    with pytest.raises(StoreSchemaError, match="md5-from-the-future.*known"):
+        store.append([_batch(_values(1))])
+
+
 def test_batches_with_some_duplicates_are_written_in_order_without_gaps(store):
     values = _values(12, seed=3)
     batches = [_batch(values[i : i + 3], source=f"f{i}", prefix=f"p{i}_") for i in range(0, 12, 3)]
@@ -304,11 +354,11 @@ def test_a_batch_that_fails_while_hashing_leaves_no_tile_without_provenance(stor
     real_hash = store_module.content_hash
     calls = {"n": 0}
 
-    def flaky(tile):
+    def flaky(tile, *args):
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("hash failed")
-        return real_hash(tile)
+        return real_hash(tile, *args)
 
     monkeypatch.setattr(store_module, "content_hash", flaky)
     with pytest.raises(RuntimeError, match="hash failed"):

@@ -22,6 +22,7 @@ from .store_schema import (
     StoreSchemaError,
     TileBatch,
     compression_options,
+    hash_algorithm_of,
     layout_of,
     layout_mismatch,
     plain_layout,
@@ -130,6 +131,7 @@ def append_batches(
         data = f[SAMPLE_DATASET[layout]]
         sample_shape = tuple(data.shape[1:])
         zeros = (0,) * len(sample_shape)
+        algorithm = hash_algorithm_of(f)  # the store's own, so that it never mixes two
         known = {h.decode() for h in f["content_hash"][()]}
         for batch in batches:
             _check_batch(batch, layout, sample_shape, path)
@@ -140,7 +142,7 @@ def append_batches(
                 data.resize(n0 + len(batch.cubes), axis=0)
             keep, hashes = [], []
             try:
-                for i, h in enumerate(batch._hash_stream()):
+                for i, h in enumerate(batch._hash_stream(algorithm)):
                     hashes.append(h)
                     if h in known:
                         summary.duplicates += 1
