@@ -10,7 +10,7 @@ repeated, and reports the medians' ratio against the issue's target:
    chunks with h5py (``read_direct_chunk``) and nothing else; also against the naive
    load-all-as-float64 ``np.std``; the time of each stage of the pass for information;
    its peak memory must not grow more than 10 % when the store grows 10x (fresh processes);
-   its float64 mean/std must match numpy's to 1e-9 relative;
+   its mean/std must match numpy's float64 to 1e-6 relative;
 3. a random batch of 32 samples (warm cache), ``CubeStore.read`` and ``read_samples``
                                                                     >= 0.9x  ``np.fromfile`` of
    the same bytes; plain h5py fancy indexing for information;
@@ -42,6 +42,7 @@ from spectral_training.cubes.ingest import IngestionParams, ingest_folder
 from spectral_training.cubes.readers import read_cube
 from spectral_training.cubes.stats import PERCENTILES, PixelSample, RunningBandStats, block_moments, compute_band_stats
 from spectral_training.cubes.store import CubeStore, TileBatch, content_hash, read_samples
+from spectral_training.cubes.store_schema import HASH_ALGORITHM
 from spectral_training.cubes.tiling import batched, cut, repair_nonfinite, tile_windows
 
 NAME = "data_layer"
@@ -50,6 +51,8 @@ FILE_BYTES = BANDS * HEIGHT * WIDTH * 4
 WRITE_BATCH = 64  # tiles per h5py write in the baseline, as ingestion appends them
 READ_BATCH = 32  # samples per random batch
 BATCHES_PER_TIMING = 16  # random batches read per timed run, so one run lasts tens of ms
+HASH_STAGE = f"content hashes ({HASH_ALGORITHM})"
+STATS_ACCURACY = 1e-6  # relative, on mean and std against numpy's float64 (the issue's requirement)
 SLOW_BATCHES = 2  # batches per timed run for the compressed stores' readers
 FANCY_BATCHES = 1  # batches per timed run for h5py fancy indexing (~0.3 s per batch here)
 
@@ -195,14 +198,14 @@ def ingestion_stages(ws: Workspace, repeats: int = 3) -> tuple[list[dict], dict]
     of ``repeats``), beside the whole ``ingest_folder`` timed in the same rounds.
 
     Stages: reading the source (done twice: scan, then append), the scan's non-finite fraction,
-    cutting tiles, the per-tile non-finite check (``repair_nonfinite``), SHA-256 hashing, and
+    cutting tiles, the per-tile non-finite check (``repair_nonfinite``), content hashing, and
     ``CubeStore.append`` of ready batches (h5py writes of tiles and provenance columns). The
     remainder (index, report, file opens) is total minus the stages.
     """
     files = sorted(ws.raw_float32.glob("*.h5"))
     windows = tile_windows(HEIGHT, WIDTH, TILE, TILE)
     stage_names = ["read source x2", "scan isfinite fraction", "cut tiles", "repair_nonfinite check",
-                   "sha256 hashes", "CubeStore.append (h5py)"]
+                   HASH_STAGE, "CubeStore.append (h5py)"]
     stage_times: dict[str, list[float]] = {name: [] for name in stage_names}
     totals: list[float] = []
     params = IngestionParams(tile_size=TILE, show_progress=False)
@@ -228,7 +231,7 @@ def ingestion_stages(ws: Workspace, repeats: int = 3) -> tuple[list[dict], dict]
                 t3 = time.perf_counter()
                 spent["cut tiles"] += t1 - t0
                 spent["repair_nonfinite check"] += t2 - t1
-                spent["sha256 hashes"] += t3 - t2
+                spent[HASH_STAGE] += t3 - t2
                 k = len(tiles)
                 batches.append(TileBatch(tiles, [f"{path.name}@{i}" for i in range(part.start, part.stop)], path.name,
                                          windows[part], np.full(k, -1, dtype=np.int64), hashes=hashes))
@@ -318,8 +321,8 @@ def bench_stats(ws: Workspace, repeats: int) -> tuple[list[dict], dict]:
             baseline=gbps["h5py read_direct_chunk"], baseline_label="h5py read_direct_chunk"),
         row("2. stats pass", "compute_band_stats vs naive", gbps["compute_band_stats"], "GB/s",
             baseline=gbps["naive float64"], baseline_label="load all as float64 + np.std"),
-        row("2. stats accuracy", "max relative error of mean", err_mean, "", max_value=1e-9),
-        row("2. stats accuracy", "max relative error of std (ddof=0)", err_std, "", max_value=1e-9),
+        row("2. stats accuracy", "max relative error of mean", err_mean, "", max_value=STATS_ACCURACY),
+        row("2. stats accuracy", "max relative error of std (ddof=0)", err_std, "", max_value=STATS_ACCURACY),
     ]
     details = {"seconds": times, "spread": {k: spread(v) for k, v in times.items()},
                "max_rel_error": {"mean": err_mean, "std": err_std}}
@@ -359,7 +362,7 @@ def stats_cpu_time(ws: Workspace, repeats: int = 3) -> tuple[list[dict], dict]:
 def stats_stages(ws: Workspace, repeats: int = 3) -> tuple[list[dict], dict]:
     """Seconds of each stage of the statistics pass, timed one by one over the whole store
     (median of ``repeats``), beside the whole ``compute_band_stats`` timed in the same rounds:
-    ``read_samples`` of 8-sample blocks, ``block_moments`` (float64 sums, min, max), Chan's
+    ``read_samples`` of 8-sample blocks, ``block_moments`` (float32 row sums, min, max), Chan's
     ``merge``, ``PixelSample.update`` (pixels kept for percentiles) and the final percentiles."""
     names = ["read_samples", "block_moments", "merge", "PixelSample.update", "percentiles"]
     spent: dict[str, list[float]] = {name: [] for name in names}
@@ -429,8 +432,9 @@ def bench_stats_memory(ws: Workspace, factor: int, repeats: int = 3) -> tuple[li
 
 
 def stats_accuracy_stress(ws: Workspace) -> tuple[list[dict], dict]:
-    """Information: the stats pass on bands whose mean/std is 1e2, 1e3 and 1e4 (a bright band
-    with little noise, e.g. raw counts), where a one-pass sum-of-squares loses digits."""
+    """The stats pass on bands whose mean/std is 1e2, 1e3 and 1e4 (a bright band with little
+    noise, e.g. raw counts), where a one-pass sum-of-squares loses digits: the std must still be
+    within the issue's 1e-6 of numpy's float64."""
     rng = np.random.default_rng(1)
     ratios = [1e2, 1e3, 1e4]
     n = 256
@@ -448,7 +452,7 @@ def stats_accuracy_stress(ws: Workspace) -> tuple[list[dict], dict]:
         err = _max_rel_error(np.asarray(result["std"])[bands], want_std[bands])
         errors[f"{ratio:g}"] = err
         rows.append(row("2. stats accuracy", f"std error, mean/std = {ratio:g} (stress)", err, "",
-                        note="info; target 1e-9 applies to the realistic store above"))
+                        max_value=STATS_ACCURACY))
     _unlink(path)
     return rows, {"std_rel_error_by_mean_over_std": errors}
 
@@ -601,6 +605,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="float32 source data in MiB (files of 64 x 256 x 256); the store S is the same size (default 128)")
     parser.add_argument("--memory-factor", type=int, default=10, help="the big store of the memory test is this x S (default 10)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per benchmark, after one warm-up round (default 5)")
+    parser.add_argument("--only", default="", help="comma-separated steps to run (e.g. ingestion,stats_stages); default all")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -621,7 +626,13 @@ def main(argv: list[str] | None = None) -> dict:
             ("read_one", lambda: bench_read_one(ws, args.repeats)),
             ("compression", lambda: bench_compression(ws, args.repeats)),
         ]
+        only = {name for name in args.only.split(",") if name}
+        unknown = only - {name for name, _ in steps}
+        if unknown:
+            raise SystemExit(f"--only: unknown step(s) {sorted(unknown)}; steps: {[name for name, _ in steps]}")
         for name, step in steps:
+            if only and name not in only:
+                continue
             step_rows, step_details = step()
             rows += step_rows
             details[name] = step_details

@@ -82,7 +82,8 @@ def test_statistics_node_uses_the_train_split_only(data_run):
     assert len(train) and len(held_out)
     values = store.read(np.sort(np.concatenate([train, held_out]))).astype(np.float64)
     train_values = store.read(np.sort(train)).astype(np.float64)
-    np.testing.assert_allclose(stats["mean"], train_values.mean(axis=(0, 2, 3)), rtol=1e-9)
-    np.testing.assert_allclose(stats["std"], train_values.std(axis=(0, 2, 3)), rtol=1e-9)
+    # 1e-6: the accuracy promised (rows summed in float32, merged in float64; tests/cubes/test_stats.py)
+    np.testing.assert_allclose(stats["mean"], train_values.mean(axis=(0, 2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(stats["std"], train_values.std(axis=(0, 2, 3)), rtol=1e-6)
     assert np.abs(np.array(stats["mean"]) - values.mean(axis=(0, 2, 3))).min() > 1e-3
     assert [band["count"] for band in stats["bands"]] == [len(train) * 16] * SHAPE[0]
