@@ -8,7 +8,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export MPLBACKEND := Agg
 
-.PHONY: run test test-all benchmarks viz demo-data clean-venv browser airflow-dag
+.PHONY: run test test-all bench bench-quick benchmarks viz demo-data clean-venv browser airflow-dag
 
 run: $(STAMP) demo-data
 	$(BIN)/kedro run --pipeline mae_pretrain --params dataset=$(DATASET)
@@ -22,8 +22,16 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q --run-slow
 
-benchmarks: $(STAMP)
-	$(BIN)/python -m benchmarks.run_all
+# Every benchmark, each figure beside its baseline in the same run, into benchmarks/RESULTS.md (and
+# benchmarks/results/*.json). The full run trains models for a long time; bench-quick leaves out the
+# slow modules (bench_learning, bench_unet*) and takes a few minutes. CI runs neither.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run_all $(BENCH_ARGS)
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.run_all --skip-slow $(BENCH_ARGS)
+
+benchmarks: bench
 
 viz: $(STAMP)
 	$(BIN)/kedro viz run --host 127.0.0.1

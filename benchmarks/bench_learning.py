@@ -374,11 +374,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.epochs, args.mae_epochs = 2, 2
     torch.set_num_threads(args.threads)
-    capability = torch.backends.cpu.get_cpu_capability()
 
     started = time.perf_counter()
-    machine = {**machine_info(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-               "cpu_capability": capability}
+    machine = machine_info()  # torch, its threads and the CPU capability included
     with tempfile.TemporaryDirectory(prefix="bench_learning_") as tmp:
         folder = Path(tmp)
         data = build_data(folder, args)

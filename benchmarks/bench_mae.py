@@ -648,9 +648,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
 
     started = time.perf_counter()
-    machine = machine_info()
-    machine["torch"] = torch.__version__
-    machine["torch_threads"] = torch.get_num_threads()
+    machine = machine_info()  # torch, its threads and the CPU capability included
     machine["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
     machine["sources_sha256"] = source_fingerprint()
     rows: list[dict] = []

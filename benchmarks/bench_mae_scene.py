@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
                              f"rest {part['rest'] / 1e9:.1f}; decoder share {part['decoder'] / total:.0%}"))
         rows.append(row("MAE scene parameters", f"decoder {label}: trainable decoder parameters", decoder_params[label] / 1e6,
                         "M", baseline=decoder_params[default] / 1e6, baseline_label=f"decoder {default}"))
-    machine = {**machine_info(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+    machine = {**machine_info(),
                "native_bf16": native_bf16, "cpu": why, "load_average_before": load_before,
                "load_average_at_end": _load()}
     return {"name": NAME + ("_quick" if args.quick else ""), "machine": machine, "params": {**vars(args), **SCENE},

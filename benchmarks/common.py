@@ -207,13 +207,18 @@ def markdown_table(rows: Sequence[dict]) -> str:
 
 # ---- results files -----------------------------------------------------------------------------
 def machine_info() -> dict:
-    """What the figures were measured on, and how loaded the machine was when the run started."""
+    """What the figures were measured on, and how loaded the machine was when the run started.
+
+    With torch installed, also the CPU capability torch dispatches to (``AVX2``, ``AVX512``, ...)
+    and whether mkldnn runs bf16 natively: the two facts that decide whether bf16 pays on a CPU.
+    """
     import h5py
     import numpy as np
 
-    return {
+    info = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
         "load_average": [round(v, 2) for v in os.getloadavg()],
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -221,6 +226,29 @@ def machine_info() -> dict:
         "hdf5": h5py.version.hdf5_version,
         "platform": platform.platform(),
     }
+    try:
+        import torch
+    except ImportError:
+        return info
+    info.update(
+        torch=torch.__version__,
+        torch_threads=torch.get_num_threads(),
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        mkldnn_bf16=bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+    )
+    return info
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name as /proc/cpuinfo gives it (Linux), else platform's guess."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def write_results(payload: dict, results_dir: Path = RESULTS_DIR) -> Path:
@@ -241,16 +269,43 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
 
 
+def machine_line(m: dict) -> str:
+    """One sentence naming the machine of a ``machine_info()`` dict: CPU, capability, versions."""
+    cpu = f"{m.get('cpus')} CPUs ({m.get('cpu_model') or 'model unknown'})"
+    if m.get("cpu_capability"):
+        cpu += f", torch CPU capability {m['cpu_capability']}, mkldnn bf16 {'native' if m.get('mkldnn_bf16') else 'not supported'}"
+    versions = f"numpy {m.get('numpy')}, h5py {m.get('h5py')} (HDF5 {m.get('hdf5')})"
+    if m.get("torch"):
+        versions = f"torch {m['torch']} ({m.get('torch_threads')} threads), " + versions
+    return f"{cpu}; load average at start {m.get('load_average')}; {versions}; Python {m.get('python')}"
+
+
 def report_text(payload: dict) -> str:
     """A markdown section for one benchmark module: heading, machine line, table."""
-    m = payload.get("machine", {})
+    took = f", {payload['seconds']:.0f} s" if payload.get("seconds") else ""
     head = (
         f"## {payload['name']}\n\n"
-        f"{m.get('cpus')} CPUs, load average at start {m.get('load_average')}, "
-        f"numpy {m.get('numpy')}, h5py {m.get('h5py')} (HDF5 {m.get('hdf5')}); "
-        f"{payload.get('seconds', 0):.0f} s; medians of interleaved repeats, ratios are value / baseline.\n"
+        f"{machine_line(payload.get('machine', {}))}. Measured {payload.get('machine', {}).get('time', '?')}{took}; "
+        f"medians of interleaved repeats, ratios are value / baseline.\n"
     )
     return head + "\n" + markdown_table(payload["rows"]) + "\n"
+
+
+def results_markdown(sections: Sequence[str], *, command: str, machine: dict, load_at_end: Sequence[float],
+                     seconds: float) -> str:
+    """The whole ``benchmarks/RESULTS.md``: how it was made and on what, then one section per module."""
+    head = (
+        "# Benchmark results\n\n"
+        "Written by `make bench` (`python -m benchmarks.run_all`); do not edit by hand. Every figure is timed "
+        "beside its baseline in the same run (interleaved rounds, medians), and the ratio is value / baseline; "
+        "a target is PASS or FAIL, a row without one is information.\n\n"
+        f"- command: `{command}`\n"
+        f"- finished: {time.strftime('%Y-%m-%dT%H:%M:%S%z')}, {seconds / 60:.1f} min\n"
+        f"- machine: {machine_line(machine)}\n"
+        f"- load average at the end: {[round(v, 2) for v in load_at_end]}\n"
+        f"- platform: {machine.get('platform')}\n"
+    )
+    return head + "\n" + "\n".join(sections)
 
 
 def run_module_cli(main: Callable[[list[str] | None], dict], argv: list[str] | None = None) -> int:

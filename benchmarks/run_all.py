@@ -1,26 +1,37 @@
-"""Run every benchmark module and write ``benchmarks/results/<name>.json``; print markdown tables.
+"""Run the benchmark modules, write ``benchmarks/results/<name>.json`` and ``benchmarks/RESULTS.md``.
 
-Usage, from the project root::
+Usage, from the project root (``make bench`` runs the first line)::
 
-    python -m benchmarks.run_all                      # every benchmarks/bench_*.py
-    python -m benchmarks.run_all data_layer           # only bench_data_layer.py
+    python -m benchmarks.run_all                      # every benchmarks/bench_*.py (the slow ones train for minutes)
+    python -m benchmarks.run_all --skip-slow          # all but bench_learning and bench_unet*: a few minutes
+    python -m benchmarks.run_all data_layer mae       # only these modules
     python -m benchmarks.run_all --strict             # exit 1 when a target FAILs
 
 Each module's ``main([])`` runs with its default sizes (see the module's ``--help``). A module
 that raises is reported and the others still run.
+
+``RESULTS.md`` has one section per benchmark module, every row as value, baseline and ratio:
+the modules this command ran with this run's figures, the others with the figures of their
+last saved ``results/<name>.json``, marked with the time they were measured (or as never run).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
-from benchmarks.common import PROJECT_ROOT, report_text, write_results
+from benchmarks.common import PROJECT_ROOT, RESULTS_DIR, machine_info, report_text, results_markdown, write_results
 
 BENCH_DIR = Path(__file__).resolve().parent
+REPORT = BENCH_DIR / "RESULTS.md"
+# Modules that train models for minutes each; --skip-slow leaves them out.
+SLOW_PREFIXES = ("learning", "unet")
 
 
 def discover(only: list[str] | None = None) -> list[str]:
@@ -34,26 +45,62 @@ def discover(only: list[str] | None = None) -> list[str]:
     return [f"benchmarks.{n}" for n in names]
 
 
+def is_slow(module_name: str) -> bool:
+    return module_name.removeprefix("benchmarks.bench_").startswith(SLOW_PREFIXES)
+
+
+def earlier_section(module_name: str, why: str) -> str:
+    """The section of a module not run now: its last saved results, marked as such."""
+    name = module_name.removeprefix("benchmarks.bench_")
+    path = RESULTS_DIR / f"{name}.json"
+    if not path.exists():
+        return f"## {name}\n\nNot run ({why}); no saved results in {path.relative_to(PROJECT_ROOT)}.\n"
+    payload = json.loads(path.read_text())
+    when = payload.get("machine", {}).get("time", "at an unknown time")
+    note = (f"**Not run by this command ({why}): the figures below are those of "
+            f"`{path.relative_to(PROJECT_ROOT)}`, measured {when}.**\n\n")
+    heading, _, rest = report_text(payload).partition("\n\n")
+    return f"{heading}\n\n{note}{rest}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run_all", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("only", nargs="*", help="benchmark names to run (default: all), e.g. data_layer")
+    parser.add_argument("--skip-slow", action="store_true",
+                        help=f"leave out the modules that train for minutes ({', '.join(p + '*' for p in SLOW_PREFIXES)})")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when any target FAILs")
-    args = parser.parse_args(argv)
+    parser.add_argument("--report", type=Path, default=REPORT, help=f"the markdown report to write (default {REPORT.relative_to(PROJECT_ROOT)})")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.run_all " + " ".join(sys.argv[1:] if argv is None else argv)
 
-    failed_targets, crashed = [], []
-    for module_name in discover(args.only):
+    started, machine = time.perf_counter(), machine_info()
+    failed_targets, crashed, sections = [], [], []
+    chosen = discover(args.only)
+    for module_name in discover():
+        if module_name not in chosen or (args.skip_slow and is_slow(module_name)):
+            why = "--skip-slow" if module_name in chosen else "not named on the command line"
+            sections.append(earlier_section(module_name, why))
+            continue
         print(f"running {module_name} ...", file=sys.stderr, flush=True)
         try:
             payload = importlib.import_module(module_name).main([])
         except Exception:
             crashed.append(module_name)
-            print(f"## {module_name}\n\nFAILED TO RUN:\n```\n{traceback.format_exc()}```\n")
+            text = f"## {module_name}\n\nFAILED TO RUN:\n```\n{traceback.format_exc()}```\n"
+            print(text)
+            sections.append(text)
             continue
         path = write_results(payload)
-        print(report_text(payload))
+        text = report_text(payload)
+        sections.append(text)
+        print(text)
         print(f"results: {path.relative_to(PROJECT_ROOT)}\n", flush=True)
         failed_targets += [f"{payload['name']}: {r['benchmark']} / {r['figure']}" for r in payload["rows"] if r["result"] == "FAIL"]
+    report = results_markdown(sections, command=command.strip(), machine=machine, load_at_end=os.getloadavg(),
+                              seconds=time.perf_counter() - started)
+    args.report.write_text(report)
+    print(f"report: {args.report}")
     if failed_targets:
         print("targets not met:\n" + "\n".join(f"- {f}" for f in failed_targets))
     if crashed:
