@@ -273,7 +273,9 @@ def machine_line(m: dict) -> str:
     """One sentence naming the machine of a ``machine_info()`` dict: CPU, capability, versions."""
     cpu = f"{m.get('cpus')} CPUs ({m.get('cpu_model') or 'model unknown'})"
     if m.get("cpu_capability"):
-        cpu += f", torch CPU capability {m['cpu_capability']}, mkldnn bf16 {'native' if m.get('mkldnn_bf16') else 'not supported'}"
+        cpu += f", torch CPU capability {m['cpu_capability']}"
+    if m.get("mkldnn_bf16") is not None:  # results written before it was recorded lack it
+        cpu += f", mkldnn bf16 {'native' if m['mkldnn_bf16'] else 'not supported'}"
     versions = f"numpy {m.get('numpy')}, h5py {m.get('h5py')} (HDF5 {m.get('hdf5')})"
     if m.get("torch"):
         versions = f"torch {m['torch']} ({m.get('torch_threads')} threads), " + versions
