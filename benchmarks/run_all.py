@@ -3,7 +3,7 @@
 Usage, from the project root (``make bench`` runs the first line)::
 
     python -m benchmarks.run_all                      # every benchmarks/bench_*.py (the slow ones train for minutes)
-    python -m benchmarks.run_all --skip-slow          # all but bench_learning and bench_unet*: a few minutes
+    python -m benchmarks.run_all --skip-slow          # all but bench_learning, bench_unet* and bench_sits: a few minutes
     python -m benchmarks.run_all data_layer mae       # only these modules
     python -m benchmarks.run_all --strict             # exit 1 when a target FAILs
 
@@ -31,7 +31,7 @@ from benchmarks.common import PROJECT_ROOT, RESULTS_DIR, machine_info, report_te
 BENCH_DIR = Path(__file__).resolve().parent
 REPORT = BENCH_DIR / "RESULTS.md"
 # Modules that train models for minutes each; --skip-slow leaves them out.
-SLOW_PREFIXES = ("learning", "unet")
+SLOW_PREFIXES = ("learning", "unet", "sits")
 
 
 def discover(only: list[str] | None = None) -> list[str]:
