@@ -88,7 +88,7 @@ def encoder_kwargs(model: Mapping[str, Any], info: Mapping[str, Any], family: st
 
 def resolve_pretrained(reference: str | Path) -> Path:
     """A sits_pretrain checkpoint from a .pt path, a run folder or a model manifest (versioned or not)."""
-    return resolve_checkpoint(reference, where="sits_former.model.pretrained", family="sits_pretrain")
+    return resolve_checkpoint(reference, where="sits_former.model.pretrained", family="sits_pretrain", optional=True)
 
 
 def pretrained_encoder_kwargs(path: Path, band_names: list[str]) -> dict:

@@ -30,4 +30,4 @@ def unet_kwargs(model: Mapping[str, Any], tile_size: int, where: str) -> dict:
 
 def resolve_unet_checkpoint(reference: str | Path | None, *, where: str, family: str = "unet_mim") -> Path:
     """A ``family`` checkpoint from a .pt path, a run folder or a model manifest (versioned or not)."""
-    return resolve_checkpoint(reference, where=where, family=family)
+    return resolve_checkpoint(reference, where=where, family=family, optional=True)
