@@ -88,6 +88,53 @@ def test_fast_reads_equal_h5py_in_any_order_with_repeats_and_negative_indices(st
     assert store.read([]).shape == (0, 3, 4, 4)
 
 
+def test_reads_copy_from_the_mapped_file_and_fall_back_to_preadv_where_it_cannot_be_mapped(store, monkeypatch):
+    import mmap
+
+    values = _values(9)
+    store.append([_batch(values)])
+    order = [8, 0, 3, 4, 5, 3, 1, -1]
+    assert isinstance(store._sample_reader().table[4], np.ndarray)  # the file is mapped
+    assert np.array_equal(store.read(order), values[order])
+    assert np.array_equal(store.read_one(7), values[7])
+
+    def refuse(*args, **kwargs):
+        raise OSError("mmap refused (as on a filesystem without mapping support)")
+
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    unmapped = CubeStore(store.path)
+    assert isinstance(unmapped._sample_reader().table[4], int)  # a descriptor: preadv
+    assert np.array_equal(unmapped.read(order), values[order])
+    assert np.array_equal(unmapped.read_one(7), values[7])
+
+
+def test_a_store_that_grows_is_mapped_again_and_reads_the_new_samples(store):
+    first, second = _values(4, seed=1), _values(5, seed=2)
+    store.append([_batch(first)])
+    assert np.array_equal(store.read([3, 0]), first[[3, 0]])
+    store.append([_batch(second, prefix="more")])
+    both = np.concatenate([first, second])
+    assert np.array_equal(store.read([8, 0, 5]), both[[8, 0, 5]])
+    assert np.array_equal(store.read_one(6), both[6])
+
+
+@pytest.mark.parametrize("bands, size, interval", [(64, 32, 256 * 1024), (30, 64, 32 * 1024), (13, 64, 16 * 1024)])
+def test_sample_chunks_start_on_the_alignment_their_size_allows(tmp_path, bands, size, interval):
+    from spectral_training.cubes.store_reader import _chunk_offsets
+    from spectral_training.cubes.store_schema import write_alignment
+
+    chunk_bytes = bands * size * size * 4
+    assert write_alignment(chunk_bytes)["alignment_interval"] == interval
+    s = CubeStore(tmp_path / "aligned.h5")
+    s.create(num_bands=bands, tile_size=size, band_names=None, wavelengths_nm=None)
+    values = np.random.default_rng(0).normal(size=(3, bands, size, size)).astype("f4")
+    s.append([_batch(values)])
+    with h5py.File(s.path, "r") as f:
+        offsets = _chunk_offsets(f["cubes"].id, 3, chunk_bytes)
+    assert (offsets % interval == 0).all() and (offsets > 0).all()
+    assert np.array_equal(s.read([2, 0, 1]), values[[2, 0, 1]])
+
+
 def test_reads_fill_a_given_buffer_even_a_non_contiguous_one(store):
     values = _values(5)
     store.append([_batch(values)])

@@ -1,15 +1,16 @@
-"""Reading samples from a store: ``os.preadv`` at cached chunk offsets, h5py otherwise.
+"""Reading samples from a store: plain copies at cached chunk offsets, h5py otherwise.
 
 In an uncompressed store the bytes of a sample's chunk *are* the sample (float32 values, or the
 series' one-byte validity mask), so reads skip HDF5 once the byte offset of every chunk is
-known: a :class:`SampleReader` keeps, per process, a plain read-only file descriptor and that
-offset table, and copies samples with ``os.preadv`` straight into the output buffer (adjacent
-samples in one call). Compressed stores, and anything unusual (a filter, an unallocated chunk,
+known: a :class:`SampleReader` keeps, per process, a plain read-only file descriptor, the file
+mapped read-only in memory and that offset table, and copies samples from the mapping straight
+into the output buffer (adjacent samples in one copy; ``os.preadv`` where mapping fails). Compressed stores, and anything unusual (a filter, an unallocated chunk,
 a non-native byte order), go through h5py.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 import weakref
@@ -53,11 +54,10 @@ def _pread_exact(fd: int, buffer: memoryview, offset: int) -> None:
         buffer, offset = buffer[got:], offset + got
 
 
-def _pread_samples(fd: int, offsets: np.ndarray, out: np.ndarray, chunk_bytes: int) -> np.ndarray:
-    """Read chunk ``offsets[k]`` into ``out[k]`` (C-contiguous) for every k with an offset >= 0,
-    one ``preadv`` per run of samples adjacent both in ``out`` and in the file.
-    Returns the positions k whose chunk is not allocated (offset -1), for the caller to fill."""
-    view = memoryview(out.reshape(-1).view(np.uint8))  # slicing a memoryview is cheap
+def _sample_runs(offsets: np.ndarray, chunk_bytes: int) -> tuple[list[tuple[int, int, int]], list[int]]:
+    """Runs ``(first k, end k, file offset)`` of positions adjacent both in the output and in the
+    file, one read each, and the positions whose chunk is not allocated (offset -1)."""
+    runs: list[tuple[int, int, int]] = []
     missing: list[int] = []
     run_start = run_offset = run_end = -1  # the current run: first k, its file offset, where it ends
     for k, offset in enumerate(offsets.tolist()):
@@ -65,15 +65,52 @@ def _pread_samples(fd: int, offsets: np.ndarray, out: np.ndarray, chunk_bytes: i
             run_end += chunk_bytes
             continue
         if run_start >= 0:
-            _pread_exact(fd, view[run_start * chunk_bytes : k * chunk_bytes], run_offset)
+            runs.append((run_start, k, run_offset))
         if offset < 0:
             missing.append(k)
             run_start = run_offset = run_end = -1
         else:
             run_start, run_offset, run_end = k, offset, offset + chunk_bytes
     if run_start >= 0:
-        _pread_exact(fd, view[run_start * chunk_bytes : len(offsets) * chunk_bytes], run_offset)
+        runs.append((run_start, len(offsets), run_offset))
+    return runs, missing
+
+
+def _read_plain(source: int | np.ndarray, offsets: np.ndarray, out: np.ndarray, chunk_bytes: int) -> np.ndarray:
+    """Copy chunk ``offsets[k]`` into ``out[k]`` (C-contiguous) for every k with an offset >= 0,
+    from ``source``: the file mapped in memory (a uint8 array), else a file descriptor to
+    ``preadv`` from. Returns the positions k whose chunk is not allocated, for the caller to fill."""
+    runs, missing = _sample_runs(offsets, chunk_bytes)
+    if isinstance(source, np.ndarray):
+        flat = out.reshape(-1).view(np.uint8)
+        for k0, k1, offset in runs:
+            flat[k0 * chunk_bytes : k1 * chunk_bytes] = source[offset : offset + (k1 - k0) * chunk_bytes]
+    else:
+        view = memoryview(out.reshape(-1).view(np.uint8))  # slicing a memoryview is cheap
+        for k0, k1, offset in runs:
+            _pread_exact(source, view[k0 * chunk_bytes : k1 * chunk_bytes], offset)
     return np.asarray(missing, dtype=np.int64)
+
+
+def _map_file(fd: int, offsets: np.ndarray, chunk_bytes: int) -> np.ndarray | None:
+    """The file behind ``fd`` mapped read-only as uint8, up to the end of its last known chunk;
+    None where it cannot be mapped (then reads use ``preadv``).
+
+    Copying from the mapping costs no system call per sample: a random batch of 32 samples of
+    256 KiB read ~15-20 % faster than with one ``preadv`` each (benchmarks/bench_data_layer.py).
+    The store is append-only and a dataset run lock keeps writers away from a run's readers, so
+    the mapped range never shrinks under a reader. The pages a process has read count in its
+    resident memory (shared with the page cache, and dropped first under memory pressure)."""
+    if not len(offsets) or offsets.max() < 0:
+        return None
+    length = int(offsets.max()) + chunk_bytes
+    try:
+        if os.fstat(fd).st_size < length:
+            return None
+        mapped = mmap.mmap(fd, length, prot=mmap.PROT_READ)
+    except (OSError, ValueError):
+        return None
+    return np.frombuffer(mapped, dtype=np.uint8)
 
 
 def _output(out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype = _F4) -> np.ndarray:
@@ -138,8 +175,9 @@ class SampleReader:
             offsets = _chunk_offsets(data.id, num_samples, chunk_bytes) if plain_layout(data, stored) else None
             if offsets is not None and not self._same_file(f):
                 offsets = None  # the path now names another file than our descriptor: read through h5py
+        source = None if offsets is None else _map_file(self.fd, offsets, chunk_bytes)
         # One assignment, so a thread reading meanwhile sees the old table or the new one, whole.
-        self.table = (num_samples, sample_shape, chunk_bytes, offsets)
+        self.table = (num_samples, sample_shape, chunk_bytes, offsets, self.fd if source is None else source)
 
     def _same_file(self, f: h5py.File) -> bool:
         try:
@@ -174,13 +212,13 @@ class SampleReader:
         return out
 
     def read(self, order: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-        num_samples, sample_shape, chunk_bytes, offsets = self.table
+        num_samples, sample_shape, chunk_bytes, offsets, source = self.table
         order = _checked(order, num_samples, self.path)
         out = _output(out, (len(order), *sample_shape), self.dtype)
         if offsets is None:
             return self._h5py_read(order, out)
         target = out if out.flags.c_contiguous else np.empty(out.shape, dtype=self.dtype)
-        missing = _pread_samples(self.fd, offsets[order], target, chunk_bytes)
+        missing = _read_plain(source, offsets[order], target, chunk_bytes)
         if len(missing):  # chunks never written hold the fill value: let h5py supply it
             with h5py.File(self.path, "r") as f:
                 data = self._dataset(f)
@@ -191,12 +229,16 @@ class SampleReader:
         return out
 
     def read_one(self, index: int, out: np.ndarray | None) -> np.ndarray:
-        num_samples, sample_shape, chunk_bytes, offsets = self.table
+        num_samples, sample_shape, chunk_bytes, offsets, source = self.table
         i = index + num_samples if index < 0 else index
         out = _output(out, sample_shape, self.dtype)
-        offset = offsets[i] if offsets is not None and 0 <= i < num_samples else -1
+        offset = int(offsets[i]) if offsets is not None and 0 <= i < num_samples else -1
         if offset >= 0 and out.flags.c_contiguous:
-            _pread_exact(self.fd, memoryview(out.reshape(-1).view(np.uint8)), int(offset))
+            flat = out.reshape(-1).view(np.uint8)
+            if isinstance(source, np.ndarray):
+                flat[...] = source[offset : offset + chunk_bytes]
+            else:
+                _pread_exact(source, memoryview(flat), offset)
             return out
         self.read(np.array([index], dtype=np.int64), out[None])  # the general path checks the index
         return out
@@ -211,6 +253,8 @@ class SampleReader:
 #   HDF5 holds for that open is valid as long as the dataset is;
 # - per file on disk (device, inode, size, mtime, ctime, dataset address, sample count), so that
 #   opening an unchanged file again does not walk its chunk index again.
+# These reads stream through a file (the statistics pass), so they use ``preadv``, not a mapping:
+# the mapped pages a pass touches would count in the process's resident memory, up to the store's size.
 _CACHE_SIZE = 8
 _OPEN_PLANS: OrderedDict[tuple[int, int], tuple[int, np.ndarray] | None] = OrderedDict()
 _FILE_OFFSETS: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
@@ -275,7 +319,7 @@ def read_samples(cubes: h5py.Dataset, indices: Sequence[int] | np.ndarray, out: 
         fd, offsets = plan
         target = out if out.flags.c_contiguous else np.empty(shape, dtype=np.float32)
         chunk_bytes = target[0].nbytes
-        for k in _pread_samples(fd, offsets[order], target, chunk_bytes):
+        for k in _read_plain(fd, offsets[order], target, chunk_bytes):
             cubes.read_direct(target, source_sel=np.s_[int(order[k])], dest_sel=np.s_[int(k)])
         if target is not out:
             out[...] = target

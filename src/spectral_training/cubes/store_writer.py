@@ -10,7 +10,6 @@ import h5py
 import numpy as np
 
 from .store_schema import (
-    _ALIGNMENT,
     _HASH,
     _STR,
     FORMAT_VERSION,
@@ -26,6 +25,7 @@ from .store_schema import (
     layout_of,
     layout_mismatch,
     plain_layout,
+    write_alignment,
 )
 
 
@@ -115,6 +115,13 @@ def _check_batch(batch: TileBatch, layout: str, sample_shape: tuple[int, ...], p
                                    f"valid; padding must be invalid everywhere")
 
 
+def _sample_chunk_bytes(path: Path) -> int:
+    """Bytes of one sample's chunk (the alignment is a property of the open, so look first)."""
+    with h5py.File(path, "r") as f:
+        data = f[SAMPLE_DATASET[layout_of(f)]]
+        return int(np.prod(data.chunks)) * data.dtype.itemsize
+
+
 def append_batches(
     path: Path, batches: Iterable[TileBatch], *, log_entry: Callable[[AppendSummary], dict] | None = None
 ) -> AppendSummary:
@@ -126,7 +133,7 @@ def append_batches(
     for this append.
     """
     summary = AppendSummary()
-    with h5py.File(path, "r+", **_ALIGNMENT) as f:
+    with h5py.File(path, "r+", **write_alignment(_sample_chunk_bytes(path))) as f:
         layout = layout_of(f)
         data = f[SAMPLE_DATASET[layout]]
         sample_shape = tuple(data.shape[1:])
