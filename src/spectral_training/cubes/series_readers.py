@@ -34,20 +34,22 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .readers import (
+from .cube_checks import (
     CubeFileError,
-    _all_datasets,
     _check_file_is_readable,
     _check_numeric_dtype,
     _check_per_band,
     _decode,
+    _short,
+    detect_band_axis,
+)
+from .readers import (
+    _all_datasets,
     _describe_dataset,
     _hdf5_band_names,
     _hdf5_labels,
     _hdf5_wavelengths,
     _open_hdf5,
-    _short,
-    detect_band_axis,
 )
 
 SERIES_SUFFIXES = frozenset({".h5", ".hdf5", ".he5"})
