@@ -342,7 +342,7 @@ def compute_band_stats(
     pool = _block_pool(workers)
     with contextlib.ExitStack() as stack:
         if store.plain_reads:
-            read = store.read  # os.preadv: threads read in parallel
+            read = functools.partial(store.read, streaming=True)  # os.preadv: threads read in parallel
         else:  # compressed: one HDF5 handle for the pass (h5py runs one call at a time)
             data = sample_dataset(stack.enter_context(store.open()))
             read = functools.partial(read_samples, data)

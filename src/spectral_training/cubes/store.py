@@ -176,13 +176,18 @@ class CubeStore:
         """True when sample reads bypass HDF5: uncompressed, one native float32 sample per chunk."""
         return self._sample_reader().table[3] is not None
 
-    def read(self, indices: Sequence[int] | np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def read(self, indices: Sequence[int] | np.ndarray, out: np.ndarray | None = None, *,
+             streaming: bool = False) -> np.ndarray:
         """Samples at ``indices`` as float32 (k, C, S, S), or (k, L, C, S, S) for a series store,
         in the order given (negative indices count from the end). ``out``, when given, is filled
-        and returned."""
+        and returned.
+
+        Reads copy from the store file mapped in memory, so the pages read stay in the process's
+        resident memory (shared with the page cache). A one-pass scan over the store (statistics)
+        passes ``streaming=True``: it reads with ``preadv`` and its resident memory stays flat."""
         order = np.asarray(indices, dtype=np.int64).reshape(-1)
         reader = self._sample_reader(int(order.max()) if len(order) else -1)
-        return reader.read(order, out)
+        return reader.read(order, out, streaming=streaming)
 
     def read_one(self, index: int, out: np.ndarray | None = None) -> np.ndarray:
         """The sample at ``index`` as float32 (C, S, S) or (L, C, S, S); ``out``, when given, is

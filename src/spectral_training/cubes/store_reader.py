@@ -211,8 +211,12 @@ class SampleReader:
                 out[k] = data[int(i)]
         return out
 
-    def read(self, order: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    def read(self, order: np.ndarray, out: np.ndarray | None, streaming: bool = False) -> np.ndarray:
+        """Samples ``order`` into ``out``; ``streaming`` reads with ``preadv`` even where the file
+        is mapped, for one pass over many samples (whose pages would stay resident if mapped)."""
         num_samples, sample_shape, chunk_bytes, offsets, source = self.table
+        if streaming:
+            source = self.fd
         order = _checked(order, num_samples, self.path)
         out = _output(out, (len(order), *sample_shape), self.dtype)
         if offsets is None:
