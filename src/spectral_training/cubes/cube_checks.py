@@ -155,6 +155,27 @@ def _check_photo_size(photo_size: int | None, path: Path) -> None:
         )
 
 
+def _check_request(path: Path, layout: str, scale: float | None, photo_size: int | None) -> tuple[str, str]:
+    """What every read checks first, pixels or header: the parameters, the suffix, the file.
+
+    Returns the layout ("auto", "HWC" or "CHW") and the suffix in lower case.
+    """
+    layout = _normalise_layout(layout, path, where="the `layout` parameter")
+    _check_scale(scale, path)
+    _check_photo_size(photo_size, path)
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise CubeFileError(
+            path,
+            f"the suffix {path.suffix!r} is not a supported cube format "
+            f"(supported: {', '.join(sorted(SUPPORTED_SUFFIXES))}).",
+            "convert the file to HDF5, .npy, GeoTIFF, PNG or JPEG, or move it out of the raw"
+            " data folder.",
+        )
+    _check_file_is_readable(path)
+    return layout, suffix
+
+
 def _check_file_is_readable(path: Path) -> None:
     """Raise a CubeFileError when the path is missing, a folder, unreadable or 0 bytes."""
     if not path.exists():
@@ -281,20 +302,24 @@ def _check_per_band(values: list | None, n_bands: int, path: Path, what: str) ->
         )
 
 
+def _check_labels_dtype(dtype: np.dtype, path: Path, where: str) -> None:
+    """Labels are integers, bools or floats (whole numbers, checked on the values)."""
+    if dtype.kind not in "fbiu":
+        raise CubeFileError(
+            path,
+            f"the labels in {where} have dtype {dtype}; expected integers.",
+            "store labels as integers: 0 for unlabelled, 1..K for classes.",
+        )
+
+
 def _labels_to_int32(raw: np.ndarray, path: Path, where: str) -> np.ndarray:
     """Return labels as int32 (H, W); integer, bool or whole-number float labels, all >= 0."""
     labels = np.asarray(raw)
-    if labels.dtype.kind == "f":
-        if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
-            raise CubeFileError(
-                path,
-                f"the labels in {where} are floats that are not all whole numbers.",
-                "store labels as integers: 0 for unlabelled, 1..K for classes.",
-            )
-    elif labels.dtype.kind not in "biu":
+    _check_labels_dtype(labels.dtype, path, where)
+    if labels.dtype.kind == "f" and (not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels))):
         raise CubeFileError(
             path,
-            f"the labels in {where} have dtype {labels.dtype}; expected integers.",
+            f"the labels in {where} are floats that are not all whole numbers.",
             "store labels as integers: 0 for unlabelled, 1..K for classes.",
         )
     if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.int32).max):

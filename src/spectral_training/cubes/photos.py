@@ -22,6 +22,8 @@ here and turns :class:`PhotoError` into its ``CubeFileError``; photos are opened
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,7 +98,7 @@ def read_photo(path: str | Path, *, size: int | None = None) -> Photo:
             side, or has a mode that cannot be turned into RGB.
     """
     path = Path(path)
-    try:
+    with _decoding_errors():
         with Image.open(path, formats=_FORMATS) as opened:
             source_mode = opened.mode
             if size is not None and opened.format in ("JPEG", "MPO"):
@@ -105,15 +107,48 @@ def read_photo(path: str | Path, *, size: int | None = None) -> Photo:
                 opened.draft(None, (size, size))
             image = ImageOps.exif_transpose(opened)  # a loaded copy: all decoding happens here
         width, height = image.size
-        if width == 0 or height == 0:
-            raise PhotoError(
-                f"the image is {width}x{height} px; it holds no pixels.",
-                "export the photograph again, or remove it from the raw data folder.",
-            )
+        _check_has_pixels(width, height)
         image, source_dtype, scale = _as_rgb_family(image, source_mode)
         if size is not None:
             image = image.resize((size, size), Image.Resampling.LANCZOS, box=centre_square(width, height))
         values = np.asarray(image, dtype=np.float32) / np.float32(scale)
+    return Photo(
+        data=_to_chw_rgb(values),
+        source_dtype=source_dtype,
+        source_mode=source_mode,
+        native_hw=(height, width),
+    )
+
+
+def probe_photo(path: str | Path) -> tuple[str, str]:
+    """Pillow's mode and the sample type (as :attr:`Photo.source_dtype`) of a photograph, from
+    its header alone: nothing is decoded.
+
+    Raises:
+        PhotoError: as :func:`read_photo` does for what the header shows (not a PNG/JPEG, a
+            decompression bomb, a zero-size side); a truncated or corrupt pixel stream is found
+            only when :func:`read_photo` decodes it.
+    """
+    with _decoding_errors():
+        with Image.open(Path(path), formats=_FORMATS) as opened:
+            mode, (width, height) = opened.mode, opened.size
+        _check_has_pixels(width, height)
+    return mode, _source_dtype(mode)
+
+
+def _check_has_pixels(width: int, height: int) -> None:
+    if width == 0 or height == 0:
+        raise PhotoError(
+            f"the image is {width}x{height} px; it holds no pixels.",
+            "export the photograph again, or remove it from the raw data folder.",
+        )
+
+
+@contextmanager
+def _decoding_errors() -> Iterator[None]:
+    """Turn whatever Pillow raises on a bad file into a :class:`PhotoError` with its fix."""
+    try:
+        yield
     except PhotoError:
         raise
     except Image.DecompressionBombError as exc:
@@ -138,21 +173,22 @@ def read_photo(path: str | Path, *, size: int | None = None) -> Photo:
             f"Pillow cannot decode the image ({type(exc).__name__}: {_one_line(exc)}).",
             "open and re-save the photograph as PNG or JPEG, or remove it from the raw data folder.",
         ) from exc
-    return Photo(
-        data=_to_chw_rgb(values),
-        source_dtype=source_dtype,
-        source_mode=source_mode,
-        native_hw=(height, width),
-    )
+
+
+def _source_dtype(mode: str) -> str:
+    """The sample type in the file of a Pillow mode: 16-bit grey, 1-bit, else 8-bit."""
+    if mode in _SIXTEEN_BIT_MODES:
+        return "uint16"
+    return "bool" if mode == "1" else "uint8"
 
 
 def _as_rgb_family(image: Image.Image, source_mode: str) -> tuple[Image.Image, str, float]:
     """The image in a mode Pillow resizes and NumPy reads as RGB, RGBA or 16-bit grey ("I"),
     with the source sample type and the divisor that maps its values to [0, 1]."""
-    if image.mode in _SIXTEEN_BIT_MODES:
+    source_dtype = _source_dtype(image.mode)
+    if source_dtype == "uint16":
         # "I" is Pillow's int32 grey mode: every 16-bit layout lands there, values unchanged.
         return image.convert("I"), "uint16", 65535.0
-    source_dtype = "bool" if image.mode == "1" else "uint8"
     try:
         if image.mode in _ALPHA_MODES or "transparency" in image.info:
             return image.convert("RGBA"), source_dtype, 255.0

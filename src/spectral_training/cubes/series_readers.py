@@ -43,14 +43,8 @@ from .cube_checks import (
     _short,
     detect_band_axis,
 )
-from .readers import (
-    _all_datasets,
-    _describe_dataset,
-    _hdf5_band_names,
-    _hdf5_labels,
-    _hdf5_wavelengths,
-    _open_hdf5,
-)
+from .hdf5_metadata import _all_datasets, _describe_dataset, _hdf5_band_names, _hdf5_wavelengths, _open_hdf5
+from .readers import _hdf5_labels
 
 SERIES_SUFFIXES = frozenset({".h5", ".hdf5", ".he5"})
 # Landsat Collection 2 CFmask classes (USGS Landsat 8-9 C2 L2 Science Product Guide).
