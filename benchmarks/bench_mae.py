@@ -274,6 +274,17 @@ def bench_train_step(args: argparse.Namespace) -> tuple[list[dict], dict]:
         opt = torch.optim.AdamW(model.parameters(), lr=1.5e-4, weight_decay=0.05)
         step = make_train_step(model, opt, dtype, 0.75)
         cases.append(Case(f"ours-with-MSE {dtype} mask 0.75", run=lambda _, step=step: step(x)))
+    compile_seconds = None
+    if args.compile:  # train.compile=true: our model through torch.compile (inductor), fp32, mask 0.75
+        torch.manual_seed(0)
+        model = build_mae("tiny", g["bands"], g["image"], spatial_patch=g["spatial_patch"],
+                          spectral_patch=g["spectral_patch"], mask_ratio=0.75, **DECODER)
+        opt = torch.optim.AdamW(model.parameters(), lr=1.5e-4, weight_decay=0.05)
+        step = make_train_step(torch.compile(model), opt, "fp32", 0.75)
+        started = time.perf_counter()
+        step(x)  # compiles: outside the timed rounds
+        compile_seconds = time.perf_counter() - started
+        cases.append(Case("ours-compiled fp32 mask 0.75", run=lambda _, step=step: step(x)))
     mm32, mm32_flops = matmul_case("fp32", args.mm_reps)
     mm16, mm16_flops = matmul_case("bf16", 2 * args.mm_reps)
     cases += [mm32, mm16]
@@ -302,6 +313,14 @@ def bench_train_step(args: argparse.Namespace) -> tuple[list[dict], dict]:
             rows.append(row("1. MAE train step", f"ours {dtype}, mask {m:g}, images/s", ips[("ours", dtype, m)], "img/s",
                             baseline=ips[("reference", dtype, m)], baseline_label=f"reference MAE {dtype}",
                             min_ratio=1.0, note=note))
+    if compile_seconds is not None:
+        name = "ours-compiled fp32 mask 0.75"
+        paired = paired_ratio(times, labels[("reference", "fp32", 0.75)], name)
+        rows.append(row("1. MAE train step", "ours fp32 with train.compile=true (torch.compile, inductor), mask 0.75, images/s",
+                        batch / median(times[name]), "img/s", baseline=ips[("reference", "fp32", 0.75)],
+                        baseline_label="reference MAE fp32 (eager)",
+                        note=f"paired per-round ratio {paired:.3g}x; the first step compiled for {compile_seconds:.0f} s; "
+                             f"ours eager: {ips[('ours', 'fp32', 0.75)]:.3g} img/s"))
     speedup = {(impl, dtype): ips[(impl, dtype, 0.75)] / ips[(impl, dtype, 0.0)] for impl in models for dtype in DTYPES}
     for dtype in DTYPES:
         rows.append(row("1. MAE masking speedup", f"ours {dtype}: mask 0.75 vs 0.0 images/s",
@@ -640,10 +659,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--mem-timeout", type=float, default=150, help="seconds per variant's memory child before it is skipped")
     parser.add_argument("--variants", nargs="*", default=list(MAE_VARIANTS), help="variants of the memory section")
     parser.add_argument("--sections", nargs="*", default=["train", "loader", "memory"], choices=["train", "loader", "memory"])
+    parser.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="leave out the torch.compile case (its first step compiles for ~1.5 min)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 steps, 2 loader rounds, tiny+small memory")
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.loader_rounds, args.loader_steps, args.variants = 2, 2, 1, ["tiny", "small"]
+        args.compile = False
         args.quiet_budget = min(args.quiet_budget, 10)
     torch.set_num_threads(args.threads)
 

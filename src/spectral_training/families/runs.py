@@ -28,7 +28,8 @@ from spectral_training.training.launch import launch, prepare_processes
 log = logging.getLogger(__name__)
 
 # Settings that decide when to log or what to show, or how a rerun starts, never what is trained.
-_VOLATILE_TRAIN_KEYS = ("resume", "progress", "log_every_steps", "on_new_data", "rdzv_endpoint", "rdzv_backend")
+_VOLATILE_TRAIN_KEYS = ("resume", "progress", "log_every_steps", "on_new_data", "rdzv_endpoint", "rdzv_backend",
+                        "compile", "compile_backend")
 _TRAINING_SPLITS = ("train", "val")
 _DATA_TAG = "-d"
 

@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from spectral_training.training import distributed
 from spectral_training.training.amp import AmpSettings, resolve_amp
+from spectral_training.training.compilation import compile_for_training
 from spectral_training.training.config import TrainConfig
 from spectral_training.training.data import batch_sample_ids, batch_size_of
 from spectral_training.training.guards import ContractError, GuardState
@@ -88,7 +89,7 @@ class Learner:
     """The objects a step changes and a checkpoint saves, built once per `fit` call."""
 
     model: nn.Module  # the unwrapped module: what checkpoints and EMA see
-    train_module: nn.Module  # the module forward runs on: `model`, or its DDP wrapper
+    train_module: nn.Module  # the module forward runs on: `model`, or its DDP wrapper, compiled with train.compile
     optimizer: torch.optim.Optimizer
     scheduler: Scheduler | None
     lr: LearningRateControl
@@ -112,6 +113,7 @@ def build_learner(model: nn.Module, config: TrainConfig, device: torch.device, s
         device_ids = [device.index] if device.type == "cuda" else None
         train_module = DistributedDataParallel(model, device_ids=device_ids,
                                                find_unused_parameters=config.find_unused_parameters)
+    train_module = compile_for_training(train_module, config, device)  # DDP first: compile sees its hooks
     return Learner(model=model, train_module=train_module, optimizer=optimizer, scheduler=scheduler, lr=lr,
                    scaler=scaler, ema=ema, amp=amp, device=device)
 
@@ -157,7 +159,8 @@ class TrainStep:
         self.forward_fn = forward_fn
         self.clip_grad_norm = clip_grad_norm
         self.parameters = [p for p in learner.model.parameters() if p.requires_grad]
-        self.is_ddp = isinstance(learner.train_module, DistributedDataParallel)
+        # torch.compile wraps the DDP module (attributes such as no_sync fall through to it)
+        self.is_ddp = isinstance(getattr(learner.train_module, "_orig_mod", learner.train_module), DistributedDataParallel)
 
     def run(self, batches: Iterator[Any], window: int, progress: Progress, guard: GuardState,
             stop: StopRequest) -> tuple[WindowOutcome, int, bool]:
