@@ -129,6 +129,28 @@ def test_matches_plain_autograd_in_value_and_gradient(pad):
         torch.testing.assert_close(ga, gb, rtol=1e-7, atol=1e-12)
 
 
+@pytest.mark.parametrize("scale", [0.5, 3.0])  # all inside the range, and some values outside it
+def test_compiles_as_one_graph_with_the_eager_value_and_gradient(scale):
+    torch._dynamo.reset()
+    torch.manual_seed(3)
+    pred = (scale * torch.randn(2, 3, 4, 2, 5)).requires_grad_()
+    target = torch.randn(2, 3, 4, 2, 5)
+    mask = (torch.rand(2, 3, 4) < 0.6).float()
+    band_valid = torch.ones(3, 2, dtype=torch.bool)
+    band_valid[-1, 1] = False
+
+    def total(p):
+        return mae_spectral_loss(p, target, mask, band_valid)[0]
+
+    compiled = torch.compile(total, backend="aot_eager", fullgraph=True)  # fullgraph: a graph break fails
+    eager_value = total(pred)
+    eager_grad, = torch.autograd.grad(eager_value, pred)
+    compiled_value = compiled(pred)
+    compiled_grad, = torch.autograd.grad(compiled_value, pred)
+    torch.testing.assert_close(compiled_value, eager_value)
+    torch.testing.assert_close(compiled_grad, eager_grad)
+
+
 def test_gradcheck():
     torch.manual_seed(2)
     pred = (3 * torch.randn(1, 2, 2, 2, 3, dtype=torch.float64)).requires_grad_()

@@ -132,8 +132,11 @@ class _MAESpectralLossFn(torch.autograd.Function):
                 if j > 1:
                     lin[0].add_(pj)
                     lin[1].add_(tj)
-            pmin, pmax = torch.aminmax(p)
-            range_active = bool(pmin < lo) or bool(pmax > hi)
+            if torch.compiler.is_compiling():  # no data-dependent branch (a graph break) in a compiled graph
+                range_active = True  # the range term is then always computed: 0 when nothing is outside
+            else:
+                pmin, pmax = torch.aminmax(p)
+                range_active = bool(pmin < lo) or bool(pmax > hi)
             if range_active:
                 outside = torch.sub(p, p.clamp(lo, hi))
                 if v is not None:
@@ -232,8 +235,8 @@ class _MAESpectralLossFn(torch.autograd.Function):
         A, Bt, C = (x[:, None, :, None, :] * w for x in (A, Bt, C))
         grad = torch.addcmul(C, p, A)  # (B, G, N, s, q), the one full-size buffer
         grad.addcmul_(t, Bt)
-        if ctx.range_active:
-            grad.addcmul_(p.clamp(ctx.lo, ctx.hi), w, value=-float(k_rng))
+        if ctx.range_active:  # k_rng stays a tensor: no device sync, nothing for a compiler to break on
+            grad.sub_(p.clamp(ctx.lo, ctx.hi).mul_(w).mul_(k_rng))
         if ctx.has_v:
             grad.mul_(ctx.v)
         return grad.to(ctx.pred_dtype), None, None, None, None, None, None
