@@ -141,3 +141,23 @@ def test_the_bf16_probe_runs_once_per_process(monkeypatch):
 def test_auto_precision_on_apple_mps_is_fp32():
     assert resolve_amp("auto", torch.device("mps")).dtype is None
     assert resolve_amp("bf16", torch.device("mps")).dtype is torch.bfloat16
+
+
+def test_auto_precision_is_fp32_where_the_instruction_set_is_capped_to_avx2(tmp_path):
+    """The AVX2 kind of machine as the kernels see it: ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA
+    cap torch and oneDNN at AVX2 on any x86 CPU, so bf16 is emulated whatever the hardware has."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import logging, torch\n"
+        "from spectral_training.training.amp import resolve_amp\n"
+        "logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
+        "print('DTYPE', resolve_amp('auto', torch.device('cpu')).dtype)\n"
+    )
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "DTYPE None" in done.stdout  # fp32
+    assert "amp auto on the CPU: fp32" in done.stderr and "slower than fp32" in done.stderr

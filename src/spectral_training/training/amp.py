@@ -7,7 +7,8 @@
 | fp16   | mapped to bf16, with a warning                        | fp16 autocast + GradScaler           | fp16 autocast + GradScaler |
 | off    | fp32                                                  | fp32                                 | fp32             |
 
-Native bf16 on a CPU means AVX512-BF16 or AMX, as torch reports them; without them bf16 matmuls are
+Native bf16 on a CPU means AVX512-BF16 or AMX, as torch reports them (and oneDNN allowed to use
+them: ``ONEDNN_MAX_CPU_ISA`` can cap it); without them bf16 matmuls are
 emulated and about 400x slower than fp32 (measured on an AVX2 EPYC: 0.3 vs 131 GFLOP/s). Where
 the capability is not reported, a timed probe decides (:func:`bf16_matmul_speedup`: one small
 matmul in each dtype, a few milliseconds, run once per process): bf16 only where it measured
@@ -60,11 +61,28 @@ class AmpSettings:
         return f"{name} autocast" + (" + GradScaler" if self.use_grad_scaler else "")
 
 
+def _onednn_can_use_bf16() -> bool | None:
+    """Whether oneDNN (which runs torch's CPU bf16 matmuls) may use bf16 instructions in this
+    process; None where torch does not say. False on a bf16 CPU whose ISA is capped, e.g. by
+    ``ONEDNN_MAX_CPU_ISA=AVX2`` (containers, reproducibility settings)."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    if check is None or not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return bool(check())
+    except Exception:  # an op torch may drop or rename
+        return None
+
+
 def cpu_has_native_bf16() -> tuple[bool, str]:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles), and what torch reports."""
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles) and torch's kernels may
+    use it, and what torch reports."""
     capability = torch.backends.cpu.get_cpu_capability()
     flags = {name: getattr(torch.cpu, f"_is_{name}_supported", None) for name in ("avx512_bf16", "amx_tile")}
     found = [name for name, check in flags.items() if check is not None and check()]
+    if found and _onednn_can_use_bf16() is False:
+        return False, (f"CPU capability {capability}; the CPU has {' and '.join(found)}, but oneDNN may not use "
+                       "them in this process (ONEDNN_MAX_CPU_ISA or the build caps its instruction set)")
     if found:
         return True, f"CPU capability {capability} with {' and '.join(found)}"
     return False, f"CPU capability {capability} without AVX512-BF16 or AMX (bf16 matmuls are emulated there)"
