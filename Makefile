@@ -8,7 +8,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export MPLBACKEND := Agg
 
-.PHONY: run test test-all bench bench-quick benchmarks viz demo-data clean-venv browser airflow-dag
+.PHONY: run test test-all bench bench-quick bench-avx2 benchmarks viz demo-data clean-venv browser airflow-dag
 
 run: $(STAMP) demo-data
 	$(BIN)/kedro run --pipeline mae_pretrain --params dataset=$(DATASET)
@@ -30,6 +30,11 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all --skip-slow $(BENCH_ARGS)
+
+# The quick benchmarks again with torch, oneDNN and numpy capped at AVX2 (the AVX2 kind's kernels on
+# an AVX-512 CPU), into benchmarks/RESULTS-avx2.md and benchmarks/results-avx2/.
+bench-avx2: $(STAMP)
+	$(BIN)/python -m benchmarks.run_all --emulate-avx2 --skip-slow $(BENCH_ARGS)
 
 benchmarks: bench
 

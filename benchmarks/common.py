@@ -34,6 +34,13 @@ from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# Environment that caps torch, oneDNN and numpy at AVX2 on an AVX-512 CPU: the kernels (and the bf16
+# emulation) of the AVX2 kind of machine (MACHINE.md), on this machine's cores, caches and clock.
+AVX2_CAP = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+}
 MB = 1e6  # throughputs are reported in decimal MB/s and GB/s, as MACHINE.md does
 
 
@@ -226,6 +233,9 @@ def machine_info() -> dict:
         "hdf5": h5py.version.hdf5_version,
         "platform": platform.platform(),
     }
+    capped = {name: os.environ[name] for name in AVX2_CAP if os.environ.get(name)}
+    if capped:
+        info["isa_cap"] = capped
     try:
         import torch
     except ImportError:
@@ -276,6 +286,9 @@ def machine_line(m: dict) -> str:
         cpu += f", torch CPU capability {m['cpu_capability']}"
     if m.get("mkldnn_bf16") is not None:  # results written before it was recorded lack it
         cpu += f", mkldnn bf16 {'native' if m['mkldnn_bf16'] else 'not supported'}"
+    if m.get("isa_cap"):
+        cpu += (", instruction set capped to emulate the AVX2 kind ("
+                + ", ".join(f"{k}={v}" for k, v in m["isa_cap"].items()) + ")")
     versions = f"numpy {m.get('numpy')}, h5py {m.get('h5py')} (HDF5 {m.get('hdf5')})"
     if m.get("torch"):
         versions = f"torch {m['torch']} ({m.get('torch_threads')} threads), " + versions

@@ -6,6 +6,12 @@ Usage, from the project root (``make bench`` runs the first line)::
     python -m benchmarks.run_all --skip-slow          # all but bench_learning, bench_unet* and bench_sits: a few minutes
     python -m benchmarks.run_all data_layer mae       # only these modules
     python -m benchmarks.run_all --strict             # exit 1 when a target FAILs
+    python -m benchmarks.run_all --emulate-avx2 --skip-slow   # the AVX2 kind's kernels on this CPU
+
+``--emulate-avx2`` runs the same command again in a child process whose torch, oneDNN and numpy are
+capped at AVX2 (``common.AVX2_CAP``), writing ``RESULTS-avx2.md`` and ``results-avx2/``: on an
+AVX-512 machine this gives the kernels of the AVX2 kind (fp32 at AVX2 speed, bf16 emulated), not
+that machine's clock or caches.
 
 Each module's ``main([])`` runs with its default sizes (see the module's ``--help``). A module
 that raises is reported and the others still run.
@@ -21,12 +27,21 @@ import argparse
 import importlib
 import json
 import os
+import subprocess
 import sys
 import time
 import traceback
 from pathlib import Path
 
-from benchmarks.common import PROJECT_ROOT, RESULTS_DIR, machine_info, report_text, results_markdown, write_results
+from benchmarks.common import (
+    AVX2_CAP,
+    PROJECT_ROOT,
+    RESULTS_DIR,
+    machine_info,
+    report_text,
+    results_markdown,
+    write_results,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPORT = BENCH_DIR / "RESULTS.md"
@@ -49,10 +64,10 @@ def is_slow(module_name: str) -> bool:
     return module_name.removeprefix("benchmarks.bench_").startswith(SLOW_PREFIXES)
 
 
-def earlier_section(module_name: str, why: str) -> str:
+def earlier_section(module_name: str, why: str, results_dir: Path = RESULTS_DIR) -> str:
     """The section of a module not run now: its last saved results, marked as such."""
     name = module_name.removeprefix("benchmarks.bench_")
-    path = RESULTS_DIR / f"{name}.json"
+    path = results_dir / f"{name}.json"
     if not path.exists():
         return f"## {name}\n\nNot run ({why}); no saved results in {path.relative_to(PROJECT_ROOT)}.\n"
     payload = json.loads(path.read_text())
@@ -71,8 +86,15 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"leave out the modules that train for minutes ({', '.join(p + '*' for p in SLOW_PREFIXES)})")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when any target FAILs")
     parser.add_argument("--report", type=Path, default=REPORT, help=f"the markdown report to write (default {REPORT.relative_to(PROJECT_ROOT)})")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    command = "python -m benchmarks.run_all " + " ".join(sys.argv[1:] if argv is None else argv)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
+                        help=f"where the JSON files go (default {RESULTS_DIR.relative_to(PROJECT_ROOT)})")
+    parser.add_argument("--emulate-avx2", action="store_true",
+                        help="run again with torch, oneDNN and numpy capped at AVX2, into RESULTS-avx2.md and results-avx2/")
+    raw = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(raw)
+    if args.emulate_avx2:
+        return _run_capped([a for a in raw if a != "--emulate-avx2"])
+    command = "python -m benchmarks.run_all " + " ".join(raw)
 
     started, machine = time.perf_counter(), machine_info()
     failed_targets, crashed, sections = [], [], []
@@ -80,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     for module_name in discover():
         if module_name not in chosen or (args.skip_slow and is_slow(module_name)):
             why = "--skip-slow" if module_name in chosen else "not named on the command line"
-            sections.append(earlier_section(module_name, why))
+            sections.append(earlier_section(module_name, why, args.results_dir))
             continue
         print(f"running {module_name} ...", file=sys.stderr, flush=True)
         try:
@@ -91,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             print(text)
             sections.append(text)
             continue
-        path = write_results(payload)
+        path = write_results(payload, args.results_dir)
         text = report_text(payload)
         sections.append(text)
         print(text)
@@ -107,6 +129,17 @@ def main(argv: list[str] | None = None) -> int:
         print("modules that crashed: " + ", ".join(crashed))
         return 2
     return 1 if (args.strict and failed_targets) else 0
+
+
+def _run_capped(argv: list[str]) -> int:
+    """This command again in a child process with the instruction set capped at AVX2 (set before
+    torch and numpy are imported, which read it once)."""
+    if not any(a.startswith("--report") for a in argv):
+        argv += ["--report", str(BENCH_DIR / "RESULTS-avx2.md")]
+    if not any(a.startswith("--results-dir") for a in argv):
+        argv += ["--results-dir", str(BENCH_DIR / "results-avx2")]
+    env = {**os.environ, **AVX2_CAP}
+    return subprocess.run([sys.executable, "-m", "benchmarks.run_all", *argv], env=env, cwd=PROJECT_ROOT).returncode
 
 
 if __name__ == "__main__":
