@@ -8,8 +8,8 @@ Usage, from the project root (``make bench`` runs the first line)::
     python -m benchmarks.run_all --strict             # exit 1 when a target FAILs
     python -m benchmarks.run_all --emulate-avx2 --skip-slow   # the AVX2 kind's kernels on this CPU
 
-``--emulate-avx2`` runs the same command again in a child process whose torch, oneDNN and numpy are
-capped at AVX2 (``common.AVX2_CAP``), writing ``RESULTS-avx2.md`` and ``results-avx2/``: on an
+``--emulate-avx2`` runs the same command again in a child process whose torch, oneDNN, MKL and numpy
+are capped at AVX2 (``common.AVX2_CAP``), writing ``RESULTS-avx2.md`` and ``results-avx2/``: on an
 AVX-512 machine this gives the kernels of the AVX2 kind (fp32 at AVX2 speed, bf16 emulated), not
 that machine's clock or caches.
 
