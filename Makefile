@@ -31,7 +31,7 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all --skip-slow $(BENCH_ARGS)
 
-# The quick benchmarks again with torch, oneDNN and numpy capped at AVX2 (the AVX2 kind's kernels on
+# The quick benchmarks again with torch, oneDNN, MKL and numpy capped at AVX2 (the AVX2 kind's kernels on
 # an AVX-512 CPU), into benchmarks/RESULTS-avx2.md and benchmarks/results-avx2/.
 bench-avx2: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all --emulate-avx2 --skip-slow $(BENCH_ARGS)
