@@ -413,3 +413,30 @@ def test_a_batch_that_fails_while_hashing_leaves_no_tile_without_provenance(stor
     with h5py.File(store.path) as f:
         assert {f[name].shape[0] for name in ("cubes", "labels", "sample_ids", "content_hash")} == {2}
     assert np.array_equal(store.read([0, 1]), values[:2])
+
+
+def _contents(path) -> dict:
+    with h5py.File(path, "r") as f:
+        return {"datasets": {name: f[name][()].tolist() for name in f}, "attrs": dict(f.attrs)}
+
+
+def test_roll_back_removes_every_sample_dataset_and_attribute_a_run_added(store):
+    store.append([_batch(np.random.rand(2, 3, 4, 4).astype("f4"))])
+    before, mark = _contents(store.path), store.mark()
+    later = _batch(np.random.rand(3, 3, 4, 4).astype("f4"), source="b.h5", prefix="b")
+    later.label_maps = np.ones((3, 4, 4), np.int32)  # the store's first label maps: a new dataset
+    store.set_class_names(["field"])
+    store.append([later])
+    assert len(store) == 5
+    store.roll_back(mark)
+    assert _contents(store.path) == before and len(store) == 2
+    assert np.array_equal(store.read([0, 1]), np.asarray(before["datasets"]["cubes"], np.float32))
+
+
+def test_roll_back_to_before_the_store_existed_removes_it(tmp_path):
+    s = CubeStore(tmp_path / "new.h5")
+    mark = s.mark()
+    s.create(num_bands=3, tile_size=4, band_names=None, wavelengths_nm=None)
+    s.append([_batch(np.random.rand(1, 3, 4, 4).astype("f4"))])
+    s.roll_back(mark)
+    assert list(tmp_path.iterdir()) == []

@@ -36,11 +36,11 @@ from .store_schema import (
     read_info,
     series_content_hash,
 )
-from .store_writer import append_batches, create_store, set_class_names
+from .store_writer import StoreMark, append_batches, create_store, mark_store, roll_back, set_class_names
 
 __all__ = [
-    "FORMAT_VERSION", "SAMPLE_DATASET", "SAMPLE_LAYOUTS", "AppendSummary", "CubeStore", "StoreSchemaError",
-    "TileBatch", "content_hash", "read_samples", "series_content_hash",
+    "FORMAT_VERSION", "SAMPLE_DATASET", "SAMPLE_LAYOUTS", "AppendSummary", "CubeStore", "StoreMark",
+    "StoreSchemaError", "TileBatch", "content_hash", "read_samples", "series_content_hash",
 ]
 
 
@@ -252,3 +252,13 @@ class CubeStore:
         """
         self.close()
         return append_batches(self.path, batches, log_entry=log_entry)
+
+    def mark(self) -> StoreMark:
+        """The store as it is now (or its absence), for :meth:`roll_back` after a run of appends."""
+        return mark_store(self.path)
+
+    def roll_back(self, mark: StoreMark) -> None:
+        """Remove every sample appended since ``mark`` (and the store, when it did not exist then);
+        see :func:`.store_writer.roll_back`."""
+        self.close()
+        roll_back(self.path, mark)

@@ -1,9 +1,11 @@
-"""Writing a store: create an empty one, append batches (new samples only, by content hash)."""
+"""Writing a store: create an empty one, append batches (new samples only, by content hash), and
+roll a store back to a mark taken before a run of appends that failed."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -210,3 +212,55 @@ def _write(f: h5py.File, data: h5py.Dataset, batch: TileBatch, keep: np.ndarray,
         f["label_maps"].resize(n1, axis=0)
         if batch.label_maps is not None:
             f["label_maps"][n0:n1] = batch.label_maps[keep]
+
+
+# ---- rolling back a failed run -----------------------------------------------------------------
+# The store attributes an append run changes (set_class_names, the log append_batches writes).
+_RUN_ATTRIBUTES = ("class_names", "ingestion_log")
+
+
+@dataclass(frozen=True)
+class StoreMark:
+    """A store as a run of appends found it: whether it existed, its sample count, the names of
+    its datasets, and the attributes a run changes. See :func:`roll_back`."""
+
+    exists: bool
+    samples: int = 0
+    datasets: frozenset[str] = frozenset()
+    attributes: tuple[tuple[str, str], ...] = ()
+
+
+def mark_store(path: Path) -> StoreMark:
+    """The mark :func:`roll_back` returns the store at ``path`` to (a store not created yet too)."""
+    if not path.is_file():
+        return StoreMark(exists=False)
+    with h5py.File(path, "r") as f:
+        samples = int(f[SAMPLE_DATASET[layout_of(f)]].shape[0])
+        attributes = tuple((name, f.attrs[name]) for name in _RUN_ATTRIBUTES if name in f.attrs)
+        return StoreMark(True, samples, frozenset(f.keys()), attributes)
+
+
+def roll_back(path: Path, mark: StoreMark) -> None:
+    """Put the store back as ``mark`` found it; a store that did not exist then is removed.
+
+    Appends only add samples at the end of every per-sample dataset (each dataset of a store is
+    one row per sample along its first, resizable axis), so truncating them all to the marked
+    count removes exactly the samples appended since; datasets made since (``label_maps``) are
+    deleted and the attributes a run changes (class names, ingestion log) restored. The file does
+    not shrink: HDF5 keeps the freed space.
+    """
+    if not mark.exists:
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".creating").unlink(missing_ok=True)
+        return
+    with h5py.File(path, "r+") as f:
+        for name in list(f.keys()):
+            if name not in mark.datasets:
+                del f[name]
+                continue
+            dataset = f[name]
+            if isinstance(dataset, h5py.Dataset) and dataset.maxshape[:1] == (None,) and dataset.shape[0] > mark.samples:
+                dataset.resize(mark.samples, axis=0)
+        for name, value in mark.attributes:
+            if f.attrs.get(name) != value:
+                f.attrs[name] = value
