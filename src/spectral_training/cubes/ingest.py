@@ -1,13 +1,19 @@
 """Ingestion: scan a raw dataset folder, validate every file, tile it, append it to the store.
 
-Two steps, so that a broken file is known (and reported) before anything is written:
+Two steps, and each file's pixels are read once:
 
-1. :func:`scan_folder` reads every supported file once, checks it and returns an
-   :class:`IngestionPlan` with the accepted files and the rejected ones with their reasons.
-2. :func:`append_plan` reads the accepted files again, tiles them, repairs or rejects
-   non-finite tiles, and appends new tiles (by content hash) to the store.
+1. :func:`scan_folder` reads the header of every supported file (:func:`.readers.read_cube_header`:
+   no pixel), checks it (readable, a cube, big enough for a tile, the dataset's band count) and
+   returns an :class:`IngestionPlan` with the accepted files and the rejected ones with reasons.
+2. :func:`append_plan` reads each accepted file's pixels, rejects the file when they cannot be
+   read or when more than ``max_nonfinite_file`` of its values are NaN/Inf, tiles it, repairs or
+   rejects non-finite tiles, and appends new tiles (by content hash) to the store. A file
+   rejected here is listed with its reason beside the scan's rejections (the append's
+   ``failed_files``, the report's ``rejected``).
 
-Files under the raw folder are only ever opened read-only.
+With ``strict``, the first rejected file raises :class:`IngestionError`; one found during the
+append also rolls the store back to what it was before the run (a store the run created is
+removed). Files under the raw folder are only ever opened read-only.
 """
 
 from __future__ import annotations
@@ -23,10 +29,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .readers import SUPPORTED_SUFFIXES, CubeFileError, RawCube, read_cube
+from .readers import SUPPORTED_SUFFIXES, CubeFileError, CubeHeader, RawCube, read_cube, read_cube_header
 from .splits import BUFFER, block_size_warning, block_split_of, split_of, validate_block_px, validate_fractions
 from .store import CubeStore, TileBatch
-from .tiling import NAN_POLICIES, batched, cut, cut_maps, majority_labels, repair_nonfinite, tile_windows
+from .tiling import NAN_POLICIES, RepairResult, batched, cut, cut_maps, majority_labels, repair_nonfinite, tile_windows
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +104,9 @@ class FileEntry:
     shape: list[int]  # (C, H, W)
     class_name: str | None
     has_label_map: bool
-    nonfinite_fraction: float
+    # A series scan reads the data and records it here; a cube's is measured when its pixels are
+    # read, by the append, and reported from the append's record.
+    nonfinite_fraction: float | None = None
 
 
 @dataclass
@@ -130,12 +138,13 @@ class IngestionError(RuntimeError):
 
 
 class Rejections:
-    """The files a scan rejects, each with its reason; with ``strict`` the first one raises
-    :class:`IngestionError` instead (shared by the cube and the series scans)."""
+    """The files a scan (or the append, for what only pixels show) rejects, each with its reason,
+    added to ``items``; with ``strict`` the first one raises :class:`IngestionError` instead
+    (shared by the cube and the series ingestion)."""
 
-    def __init__(self, strict: bool):
+    def __init__(self, strict: bool, items: list[dict] | None = None):
         self.strict = strict
-        self.items: list[dict] = []
+        self.items: list[dict] = [] if items is None else items
 
     def __call__(self, rel: str, reason: str) -> None:
         self.items.append({"file": rel, "reason": reason})
@@ -218,20 +227,36 @@ def nonfinite_fraction(data: np.ndarray) -> float:
     return float(1.0 - np.count_nonzero(np.isfinite(data)) / data.size)
 
 
+def too_many_nonfinite(fraction: float, params: IngestionParams) -> str:
+    """The rejection reason for a file above ``max_nonfinite_file``."""
+    return (f"{fraction:.1%} of its values are non-finite (NaN/Inf), above max_nonfinite_file="
+            f"{params.max_nonfinite_file}. Fix: mask or fill the invalid pixels, or raise the threshold")
+
+
 # ---- step 1: scan ------------------------------------------------------------------------------
+def _reading_options(params: IngestionParams) -> dict:
+    # Photos are cropped and resized to one tile, so the scan's checks see what is stored.
+    return {"cube_key": params.cube_key, "layout": params.layout, "scale": params.scale,
+            "labels_key": params.labels_key, "photo_size": int(params.tile_size)}
+
+
 def _read(path: Path, params: IngestionParams) -> RawCube:
-    # Photos are cropped and resized to one tile here, so the scan's checks see what is stored.
-    return read_cube(path, cube_key=params.cube_key, layout=params.layout, scale=params.scale,
-                     labels_key=params.labels_key, photo_size=int(params.tile_size))
+    return read_cube(path, **_reading_options(params))
+
+
+def _read_header(path: Path, params: IngestionParams) -> CubeHeader:
+    return read_cube_header(path, **_reading_options(params))
 
 
 def scan_folder(
     raw_root: str | Path, params: IngestionParams, *, store: CubeStore | None = None, dataset: str | None = None
 ) -> IngestionPlan:
-    """Read every supported file once and decide which ones can be ingested.
+    """Read the header of every supported file (no pixel) and decide which ones can be ingested.
 
     The band count every file must have is the store's when it exists, else the most common
     one in the folder. With ``params.strict`` the first rejected file raises :class:`IngestionError`.
+    What only the pixels show (unreadable data, too many non-finite values) is checked by the
+    append, which reads them.
     """
     folder = resolve_dataset_folder(raw_root)
     files, skipped = list_candidate_files(folder)
@@ -245,27 +270,19 @@ def scan_folder(
     for entry in skipped:
         reject(entry["file"], entry["reason"])
 
-    candidates: list[tuple[FileEntry, RawCube]] = []
+    candidates: list[tuple[FileEntry, CubeHeader]] = []
     for path, rel in tqdm(list(zip(files, rels)), desc="scan", unit="file", disable=not params.show_progress):
         try:
-            cube = _read(path, params)
+            header = _read_header(path, params)
         except Exception as err:
             reject.unreadable(rel, err)
             continue
-        c, h, w = cube.data.shape
+        c, h, w = header.shape
         if h < params.tile_size or w < params.tile_size:
             reject(rel, f"image is {h}x{w} px, smaller than tile_size {params.tile_size}. Fix: lower ingestion.tile_size")
             continue
-        nonfinite = nonfinite_fraction(cube.data)
-        if nonfinite > params.max_nonfinite_file:
-            reject(rel, f"{nonfinite:.1%} of its values are non-finite (NaN/Inf), above max_nonfinite_file="
-                   f"{params.max_nonfinite_file}. Fix: mask or fill the invalid pixels, or raise the threshold")
-            continue
-        entry = FileEntry(rel, [c, h, w], class_of(rel, params.label_source, use_folders), cube.label_map is not None, nonfinite)
-        # Keep only the metadata: data is read again when appended, so memory holds one file.
-        cube.data = None  # type: ignore[assignment]
-        cube.label_map = None
-        candidates.append((entry, cube))
+        entry = FileEntry(rel, [c, h, w], class_of(rel, params.label_source, use_folders), header.has_label_map)
+        candidates.append((entry, header))
 
     num_bands = info["num_bands"] if info else _most_common_band_count([e for e, _ in candidates])
     accepted: list[FileEntry] = []
@@ -276,7 +293,7 @@ def scan_folder(
             continue
         accepted.append(entry)
 
-    metadata_source = next((cube for entry, cube in candidates if entry in accepted), None)
+    metadata_source = next((header for entry, header in candidates if entry in accepted), None)
     class_names = list(info["class_names"]) if info else []
     for entry in accepted:
         if entry.class_name is not None and entry.class_name not in class_names:
@@ -323,23 +340,49 @@ class AppendCounters:
     per_file: dict[str, dict] = field(default_factory=dict)
 
 
+def _read_accepted(path: Path, entry: FileEntry, params: IngestionParams, reject: Rejections) -> tuple[RawCube, float] | None:
+    """The file's pixels and their non-finite fraction, or None when ``reject`` was told why not."""
+    try:
+        cube = _read(path, params)
+    except Exception as err:  # what only the pixels show, or the file changed or vanished since the scan
+        reject.unreadable(entry.file, err)
+        return None
+    if list(cube.data.shape) != list(entry.shape):
+        reject(entry.file, f"changed since the scan: its (C, H, W) is now {list(cube.data.shape)}, the scan found "
+               f"{entry.shape}. Fix: run ingestion again")
+        return None
+    nonfinite = nonfinite_fraction(cube.data)
+    if nonfinite > params.max_nonfinite_file:
+        reject(entry.file, too_many_nonfinite(nonfinite, params))
+        return None
+    return cube, nonfinite
+
+
 def iter_tile_batches(plan: IngestionPlan, params: IngestionParams, counters: AppendCounters) -> Iterator[TileBatch]:
-    """Tiles of every accepted file, ``TILES_PER_BATCH`` at a time, repaired and labelled."""
+    """Tiles of every accepted file, ``TILES_PER_BATCH`` at a time, repaired and labelled.
+
+    Each file's pixels are read once, here. A file they reject (unreadable, changed since the
+    scan, above ``max_nonfinite_file``) goes to ``counters.failed_files`` with its reason, or,
+    with ``params.strict``, raises :class:`IngestionError` before any tile of it is yielded.
+    """
     root = Path(plan.raw_root)
     class_index = {name: i for i, name in enumerate(plan.class_names)}
+    reject = Rejections(params.strict, counters.failed_files)
     for entry in tqdm(plan.accepted, desc="tile+append", unit="file", disable=not params.show_progress):
-        try:
-            cube = _read(root / entry.file, params)
-        except Exception as err:  # the file changed or vanished since the scan
-            counters.failed_files.append({"file": entry.file, "reason": f"could not be read again: {err}"})
+        read = _read_accepted(root / entry.file, entry, params, reject)
+        if read is None:
             continue
+        cube, nonfinite = read
         _, h, w = cube.data.shape
         windows = tile_windows(h, w, params.tile_size, params.effective_stride)
-        file_counts = counters.per_file.setdefault(entry.file, {"tiles": 0, "repaired_tiles": 0, "rejected_tiles": 0})
+        file_counts = counters.per_file.setdefault(entry.file, {
+            "nonfinite_fraction": round(nonfinite, 6), "tiles": 0, "repaired_tiles": 0, "rejected_tiles": 0})
         for part in batched(len(windows), TILES_PER_BATCH):
             win = windows[part]
             tiles = cut(cube.data, win)
-            repair = repair_nonfinite(tiles, params.nan_policy, params.max_nonfinite_tile)
+            # A file with no NaN/Inf has none in its tiles: no per-tile check to make.
+            repair = (RepairResult.all_kept(tiles) if nonfinite == 0.0
+                      else repair_nonfinite(tiles, params.nan_policy, params.max_nonfinite_tile))
             for i in np.flatnonzero(~repair.kept):
                 counters.rejected_tiles.append({
                     "file": entry.file, "window": _window_text(win[i]),
@@ -383,13 +426,26 @@ def _window_text(window: np.ndarray) -> str:
 def append_plan(store: CubeStore, plan: IngestionPlan, params: IngestionParams) -> dict:
     """Create the store when missing, append the plan's new tiles, return the append record.
 
-    The record (also kept in the store's ``ingestion_log``) holds the counts the report needs.
+    The record (also kept in the store's ``ingestion_log``) holds the counts the report needs,
+    and in ``failed_files`` the files rejected here, with their reasons. A run that raises (with
+    ``strict``, the first file rejected here) leaves the store as it found it: the samples it
+    appended are removed, and so is a store it created.
     """
+    if not store.exists() and plan.num_bands is None:
+        # Every file was rejected: nothing to store, but the report must still say why.
+        log.error("no file of %s could be ingested (%d rejected)", plan.raw_root, len(plan.rejected))
+        return {"appended": 0, "duplicates": 0, "tiles_total": 0, "failed_files": [], "per_file": {}}
+    before = store.mark()
+    try:
+        return _append(store, plan, params)
+    except BaseException:
+        store.roll_back(before)
+        log.error("ingestion of %s stopped; the store %s is back as it was before the run", plan.raw_root, store.path)
+        raise
+
+
+def _append(store: CubeStore, plan: IngestionPlan, params: IngestionParams) -> dict:
     if not store.exists():
-        if plan.num_bands is None:
-            # Every file was rejected: nothing to store, but the report must still say why.
-            log.error("no file of %s could be ingested (%d rejected)", plan.raw_root, len(plan.rejected))
-            return {"appended": 0, "duplicates": 0, "tiles_total": 0, "failed_files": [], "per_file": {}}
         store.create(
             num_bands=plan.num_bands,
             tile_size=params.tile_size,
@@ -399,9 +455,8 @@ def append_plan(store: CubeStore, plan: IngestionPlan, params: IngestionParams) 
             compression=params.compression,
         )
     counters = AppendCounters()
-    if store.exists():
-        plan = _reconcile_with_store(plan, store, params, counters)
-        store.set_class_names(plan.class_names)
+    plan = _reconcile_with_store(plan, store, params, counters)
+    store.set_class_names(plan.class_names)
     started = time.perf_counter()
 
     def record(summary) -> dict:
@@ -483,9 +538,11 @@ def build_sample_index(store: CubeStore, splits: dict[str, float], block_px: int
 def build_report(plan: IngestionPlan, record: dict, index: pd.DataFrame, store: CubeStore) -> dict:
     """The ingestion report: ingested and rejected files, with counts of tiles, duplicates, repairs."""
     per_file = record.get("per_file", {})
+    # A cube's non-finite fraction is measured by the append (in per_file); a series scan's is in the plan.
     ingested = [
         {"file": e.file, "shape_chw": e.shape, "class": e.class_name,
-         "nonfinite_fraction": round(e.nonfinite_fraction, 6), **per_file.get(e.file, {})}
+         "nonfinite_fraction": None if e.nonfinite_fraction is None else round(e.nonfinite_fraction, 6),
+         **per_file.get(e.file, {})}
         for e in plan.accepted if e.file not in {f["file"] for f in record.get("failed_files", [])}
     ]
     rejected = list(plan.rejected) + list(record.get("failed_files", []))

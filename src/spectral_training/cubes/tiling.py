@@ -95,6 +95,12 @@ class RepairResult:
     repaired_tiles: int
     repaired_values: int
 
+    @classmethod
+    def all_kept(cls, tiles: np.ndarray) -> "RepairResult":
+        """The result for tiles known to hold no NaN/Inf: all kept, none repaired."""
+        k = len(tiles)
+        return cls(tiles, np.ones(k, dtype=bool), np.zeros(k), 0, 0)
+
 
 def repair_nonfinite(tiles: np.ndarray, policy: str, max_fraction: float) -> RepairResult:
     """Replace a few NaN/Inf values per tile; reject tiles with more than ``max_fraction`` of them.
@@ -114,7 +120,7 @@ def repair_nonfinite(tiles: np.ndarray, policy: str, max_fraction: float) -> Rep
     with np.errstate(over="ignore", invalid="ignore"):
         all_finite = bool(np.isfinite(tiles.reshape(k, -1).sum(axis=1)).all())
     if all_finite:
-        return RepairResult(tiles, np.ones(k, dtype=bool), np.zeros(k), 0, 0)
+        return RepairResult.all_kept(tiles)
     bad = ~np.isfinite(tiles)
     per_tile = bad.reshape(k, -1).sum(axis=1)
     fraction = per_tile / max(tiles[0].size, 1)

@@ -1,0 +1,192 @@
+"""Ingestion reads each source's pixels once: the scan reads headers, the append rejects late
+(non-finite, unreadable) files into the report, and strict mode rolls the store back."""
+
+from collections import Counter
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from corpus import make_values, write_geotiff_cube, write_hdf5_cube, write_npy_cube
+from PIL import Image
+
+from spectral_training.cubes import readers
+from spectral_training.cubes.ingest import (
+    IngestionError,
+    IngestionParams,
+    PendingAppend,
+    build_report,
+    build_sample_index,
+    ingest_folder,
+    scan_folder,
+)
+from spectral_training.cubes.store import CubeStore
+
+SHAPE = (4, 8, 8)
+NAN_REASON = ("50.0% of its values are non-finite (NaN/Inf), above max_nonfinite_file=0.25. "
+              "Fix: mask or fill the invalid pixels, or raise the threshold")
+
+
+def params(**overrides) -> IngestionParams:
+    return IngestionParams.from_dict({"tile_size": 4, "show_progress": False, **overrides})
+
+
+@pytest.fixture
+def raw(tmp_path):
+    folder = tmp_path / "01_raw" / "scene"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def write_half_nan(path: Path) -> None:
+    data = np.ones(SHAPE, np.float32)
+    data[:2] = np.nan
+    with h5py.File(path, "w") as f:
+        f["cube"] = data
+
+
+def store_contents(path: Path) -> dict:
+    """Every dataset's values and every attribute of a store file."""
+    with h5py.File(path, "r") as f:
+        return {"datasets": {name: f[name][()] for name in f}, "attrs": dict(f.attrs)}
+
+
+def assert_same_contents(before: dict, after: dict) -> None:
+    assert sorted(after["datasets"]) == sorted(before["datasets"])
+    for name, values in before["datasets"].items():
+        np.testing.assert_array_equal(after["datasets"][name], values, err_msg=name)
+    assert after["attrs"] == before["attrs"]
+
+
+# ---- late rejection lands in the report ------------------------------------------------------
+
+
+def test_a_file_with_too_many_nans_is_rejected_with_its_reason_in_the_report(raw, tmp_path):
+    write_hdf5_cube(raw / "a.h5", SHAPE)
+    write_half_nan(raw / "half_nan.h5")
+    plan = scan_folder(raw, params())
+    assert [e.file for e in plan.accepted] == ["a.h5", "half_nan.h5"]  # the scan reads no pixel
+    report, index = ingest_folder(raw, tmp_path / "cubes.h5", params())
+    assert report["rejected"] == [{"file": "half_nan.h5", "reason": NAN_REASON}]
+    assert [e["file"] for e in report["ingested"]] == ["a.h5"] and set(index.source_file) == {"a.h5"}
+    assert report["counts"]["files_rejected"] == 1 and report["counts"]["files_ingested"] == 1
+
+
+def test_the_kedro_path_reports_a_late_rejection_from_the_store_record(raw, tmp_path):
+    # As the pipeline runs it: the catalog dataset saves the PendingAppend, the report node reads
+    # the append's record back from the store's ingestion log.
+    write_hdf5_cube(raw / "a.h5", SHAPE)
+    write_half_nan(raw / "half_nan.h5")
+    store, p = CubeStore(tmp_path / "cubes.h5"), params()
+    plan = scan_folder(raw, p, store=store)
+    PendingAppend(plan, p).write_into(store)
+    report = build_report(plan, store.ingestion_log()[-1], build_sample_index(store, p.splits), store)
+    assert report["rejected"] == [{"file": "half_nan.h5", "reason": NAN_REASON}]
+
+
+def test_the_report_gives_each_ingested_file_its_nonfinite_fraction(raw, tmp_path):
+    write_hdf5_cube(raw / "clean.h5", SHAPE)
+    data = make_values(SHAPE, seed=9)
+    data[0, 0, 0] = np.nan
+    with h5py.File(raw / "one_nan.h5", "w") as f:
+        f["cube"] = data
+    report, _ = ingest_folder(raw, tmp_path / "cubes.h5", params(max_nonfinite_tile=0.05))
+    fractions = {e["file"]: e["nonfinite_fraction"] for e in report["ingested"]}
+    assert fractions == {"clean.h5": 0.0, "one_nan.h5": round(1 / data.size, 6)}
+    assert report["counts"]["repaired_values"] == 1
+
+
+def test_the_per_tile_check_is_skipped_for_files_known_finite(raw, tmp_path, monkeypatch):
+    write_hdf5_cube(raw / "clean.h5", SHAPE)
+    data = make_values(SHAPE, seed=9)
+    data[0, 0, 0] = np.nan
+    with h5py.File(raw / "one_nan.h5", "w") as f:
+        f["cube"] = data
+    from spectral_training.cubes import ingest
+
+    checked = []
+    real = ingest.repair_nonfinite
+    monkeypatch.setattr(ingest, "repair_nonfinite", lambda tiles, *a: checked.append(len(tiles)) or real(tiles, *a))
+    report, index = ingest_folder(raw, tmp_path / "cubes.h5", params(max_nonfinite_tile=0.05))
+    assert checked == [4]  # the four tiles of one_nan.h5 only
+    assert len(index) == 8 and np.isfinite(CubeStore(tmp_path / "cubes.h5").read(list(index.store_index))).all()
+
+
+# ---- strict: a late rejection leaves the store as it was -------------------------------------
+
+
+def test_strict_with_a_nan_file_found_late_leaves_an_existing_store_unchanged(raw, tmp_path):
+    write_hdf5_cube(raw / "a.h5", SHAPE)
+    ingest_folder(raw, tmp_path / "cubes.h5", params())
+    before = store_contents(tmp_path / "cubes.h5")
+    # b.h5 comes first and brings the first label map (a new dataset) and new samples; then the NaN file.
+    write_hdf5_cube(raw / "b.h5", SHAPE, with_labels=True, seed=5)
+    write_half_nan(raw / "z_half_nan.h5")
+    raw_before = {p.name: p.read_bytes() for p in raw.iterdir()}
+    with pytest.raises(IngestionError, match="z_half_nan.h5: 50.0% of its values are non-finite"):
+        ingest_folder(raw, tmp_path / "cubes.h5", params(strict=True))
+    assert_same_contents(before, store_contents(tmp_path / "cubes.h5"))
+    assert len(CubeStore(tmp_path / "cubes.h5")) == 4
+    assert {p.name: p.read_bytes() for p in raw.iterdir()} == raw_before
+    # and the store still takes the next run as usual
+    (raw / "z_half_nan.h5").unlink()
+    report, index = ingest_folder(raw, tmp_path / "cubes.h5", params(strict=True))
+    assert report["counts"]["tiles_appended"] == 4 and len(index) == 8
+
+
+def test_strict_with_a_nan_file_found_late_leaves_no_new_store_behind(raw, tmp_path):
+    write_hdf5_cube(raw / "a.h5", SHAPE)
+    write_half_nan(raw / "z_half_nan.h5")
+    with pytest.raises(IngestionError, match="z_half_nan.h5"):
+        ingest_folder(raw, tmp_path / "cubes.h5", params(strict=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["01_raw"]
+
+
+def test_strict_with_pixels_that_cannot_be_read_rolls_back_too(raw, tmp_path):
+    write_hdf5_cube(raw / "a.h5", SHAPE)
+    ingest_folder(raw, tmp_path / "cubes.h5", params())
+    before = store_contents(tmp_path / "cubes.h5")
+    write_npy_cube(raw / "b.npy", SHAPE, seed=2)
+    write_geotiff_cube(raw / "c.tif", SHAPE)
+    content = (raw / "c.tif").read_bytes()
+    (raw / "c.tif").write_bytes(content[: len(content) // 2])  # the header survives, the strips do not
+    with pytest.raises(IngestionError, match="c.tif: the GeoTIFF is corrupt"):
+        ingest_folder(raw, tmp_path / "cubes.h5", params(strict=True))
+    assert_same_contents(before, store_contents(tmp_path / "cubes.h5"))
+
+
+def test_without_strict_an_unreadable_file_is_rejected_with_the_readers_reason(raw, tmp_path):
+    write_hdf5_cube(raw / "a.h5", SHAPE)
+    write_geotiff_cube(raw / "c.tif", SHAPE)
+    content = (raw / "c.tif").read_bytes()
+    (raw / "c.tif").write_bytes(content[: len(content) // 2])
+    report, index = ingest_folder(raw, tmp_path / "cubes.h5", params())
+    [rejected] = report["rejected"]
+    assert rejected["file"] == "c.tif" and rejected["reason"].startswith("the GeoTIFF is corrupt")
+    assert "Fix: export or download the file again." in rejected["reason"] and len(index) == 4
+
+
+# ---- each source's pixels are read once per ingestion ----------------------------------------
+
+
+def test_each_source_file_is_read_once_per_ingestion(raw, tmp_path, monkeypatch):
+    write_hdf5_cube(raw / "a.h5", SHAPE, with_labels=True)
+    write_npy_cube(raw / "b.npy", SHAPE, seed=1)
+    write_geotiff_cube(raw / "c.tif", SHAPE, nodata=None, seed=2)
+    Image.fromarray(np.full((6, 10, 3), 90, np.uint8)).save(raw / "d.png")  # 3 bands: rejected by the vote
+    write_half_nan(raw / "e.h5")
+    reads: Counter = Counter()
+    for name in ("_read_hdf5", "_read_npy", "_read_geotiff", "_read_photo"):
+        real = getattr(readers, name)
+        monkeypatch.setattr(readers, name, lambda path, *a, _real=real, **k: reads.update([Path(path).name]) or _real(path, *a, **k))
+    from spectral_training.cubes import cube_headers, photos
+
+    monkeypatch.setattr(cube_headers, "read_photo", lambda *a, **k: pytest.fail("the header decoded a photo"))
+    monkeypatch.setattr(photos.Image.Image, "load", lambda *a, **k: pytest.fail("the scan decoded a photo"))
+
+    report, _ = ingest_folder(raw, tmp_path / "cubes.h5", params())
+    assert reads == Counter({"a.h5": 1, "b.npy": 1, "c.tif": 1, "e.h5": 1})  # d.png: header only
+    assert {r["file"] for r in report["rejected"]} == {"d.png", "e.h5"}
+    reads.clear()
+    ingest_folder(raw, tmp_path / "cubes.h5", params())  # a rerun: all duplicates, read once again
+    assert reads == Counter({"a.h5": 1, "b.npy": 1, "c.tif": 1, "e.h5": 1})
