@@ -17,7 +17,8 @@ Image-classification datasets arrive as photographs in class sub-folders
   photo is exactly one tile of the store. Smaller photos are enlarged the same way.
 
 This module knows only Pillow and NumPy. :mod:`.readers` dispatches ``.png``/``.jpg``/``.jpeg``
-here and turns :class:`PhotoError` into its ``CubeFileError``; photos are opened read-only.
+here and turns :class:`PhotoError` into its ``CubeFileError``; :func:`probe_photo` reads a
+header alone (for :mod:`.cube_headers`). Photos are opened read-only.
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ def _is_series(plan: IngestionPlan) -> bool:
 
 
 def scan_raw_files(raw_folder: Path, dataset: str, ingestion_params: dict) -> dict:
-    """Read and check every file of the dataset's raw folder once.
+    """Read and check the header of every file of the dataset's raw folder (cubes: no pixel read;
+    the append reads each accepted file's pixels once and may still reject it, into the report).
 
     Args:
         raw_folder: ``data/01_raw/<dataset>/`` (checked to exist by its catalog dataset).
