@@ -190,3 +190,51 @@ def test_each_source_file_is_read_once_per_ingestion(raw, tmp_path, monkeypatch)
     reads.clear()
     ingest_folder(raw, tmp_path / "cubes.h5", params())  # a rerun: all duplicates, read once again
     assert reads == Counter({"a.h5": 1, "b.npy": 1, "c.tif": 1, "e.h5": 1})
+
+
+# ---- reading a source: plain bytes for contiguous HDF5, the next file read ahead ---------------
+@pytest.mark.parametrize("dtype", ["float32", "uint16", "int16"])
+@pytest.mark.parametrize("chunks", [None, (1, 8, 8)])
+def test_contiguous_hdf5_read_as_plain_bytes_equals_h5py(tmp_path, dtype, chunks):
+    values = (np.random.default_rng(0).uniform(0, 1000, size=(3, 8, 8))).astype(dtype)
+    path = tmp_path / "cube.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("cube", data=values, chunks=chunks)
+    with h5py.File(path, "r") as f:
+        plain = readers._plain_hdf5_bytes(f["cube"])
+        assert (plain is None) == (chunks is not None)  # chunked: read by h5py
+        if plain is not None:
+            assert plain.dtype == values.dtype and np.array_equal(plain, values)
+    data = readers.read_cube(path).data
+    assert data.dtype == np.float32 and np.array_equal(data, values.astype(np.float32))
+
+
+def test_the_next_file_is_read_ahead_in_order_and_its_error_comes_with_it():
+    from spectral_training.cubes import ingest
+
+    entries = [ingest.FileEntry(f"f{i}.h5", [1, 4, 4], None, False, 0.0) for i in range(4)]
+
+    def read(entry):
+        if entry.file == "f2.h5":
+            raise ValueError("f2 is broken")
+        return entry.file.upper()
+
+    reads = ingest._read_ahead(entries, read)
+    assert next(reads) == (entries[0], "F0.H5")
+    assert next(reads) == (entries[1], "F1.H5")
+    with pytest.raises(ValueError, match="f2 is broken"):  # raised when f2 comes, not while f1 is worked on
+        next(reads)
+
+
+def test_a_big_file_is_not_read_ahead(monkeypatch):
+    from spectral_training.cubes import ingest
+
+    monkeypatch.setattr(ingest, "READ_AHEAD_MAX_BYTES", 4 * 16)  # files of 1 x 4 x 4 float32 only
+    entries = [ingest.FileEntry("small.h5", [1, 4, 4], None, False, 0.0),
+               ingest.FileEntry("big.h5", [2, 4, 4], None, False, 0.0),
+               ingest.FileEntry("last.h5", [1, 4, 4], None, False, 0.0)]
+    started = []
+    reads = ingest._read_ahead(entries, lambda entry: started.append(entry.file) or entry.file)
+    assert next(reads) == (entries[0], "small.h5")
+    assert started == ["small.h5"]  # big.h5 waits for its turn: memory never holds two big files
+    assert [name for _, name in reads] == ["big.h5", "last.h5"]

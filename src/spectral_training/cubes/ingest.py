@@ -21,9 +21,11 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -358,6 +360,27 @@ def _read_accepted(path: Path, entry: FileEntry, params: IngestionParams, reject
     return cube, nonfinite
 
 
+READ_AHEAD_MAX_BYTES = 1 << 30  # a file read while the previous one is written is held in memory too
+
+
+def _read_ahead(entries: list[FileEntry], read: Callable[[FileEntry], Any]) -> Iterator[tuple[FileEntry, Any]]:
+    """``(entry, read(entry))`` in order, the next file read on a thread while the caller works on
+    this one (cutting and writing it into the store): a plain read of a source releases the GIL
+    and holds no HDF5 lock. A file over ``READ_AHEAD_MAX_BYTES`` as float32 is read in turn, so
+    memory never holds two big ones. An exception of ``read`` is raised when its file comes."""
+    def small(entry: FileEntry) -> bool:
+        return 4 * int(np.prod(entry.shape)) <= READ_AHEAD_MAX_BYTES
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-read") as pool:
+        pending: Future | None = None  # the read of entries[i], started while entries[i - 1] was worked on
+        for i, entry in enumerate(entries):
+            result = pending.result() if pending is not None else read(entry)
+            following = entries[i + 1] if i + 1 < len(entries) else None
+            ahead = following is not None and small(entry) and small(following)
+            pending = pool.submit(read, following) if ahead else None
+            yield entry, result
+
+
 def iter_tile_batches(plan: IngestionPlan, params: IngestionParams, counters: AppendCounters) -> Iterator[TileBatch]:
     """Tiles of every accepted file, ``TILES_PER_BATCH`` at a time, repaired and labelled.
 
@@ -368,8 +391,9 @@ def iter_tile_batches(plan: IngestionPlan, params: IngestionParams, counters: Ap
     root = Path(plan.raw_root)
     class_index = {name: i for i, name in enumerate(plan.class_names)}
     reject = Rejections(params.strict, counters.failed_files)
-    for entry in tqdm(plan.accepted, desc="tile+append", unit="file", disable=not params.show_progress):
-        read = _read_accepted(root / entry.file, entry, params, reject)
+    reads = _read_ahead(plan.accepted, lambda entry: _read_accepted(root / entry.file, entry, params, reject))
+    for entry, read in tqdm(reads, total=len(plan.accepted), desc="tile+append", unit="file",
+                            disable=not params.show_progress):
         if read is None:
             continue
         cube, nonfinite = read

@@ -26,6 +26,7 @@ are still importable from here).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,6 +134,32 @@ def read_cube(
     return _read_geotiff(path, scale=scale)
 
 
+def _plain_hdf5_bytes(dataset: h5py.Dataset) -> np.ndarray | None:
+    """A contiguous, unfiltered HDF5 dataset's values read as plain file bytes (``os.preadv``, which
+    releases the GIL and holds no h5py lock, so another thread can write HDF5 meanwhile), in the
+    stored dtype and shape; None for any other layout (chunked, compressed, external, not allocated)."""
+    if dataset.chunks is not None or dataset.compression is not None or dataset.external:
+        return None
+    dtype = dataset.dtype
+    if dtype.kind not in "iuf" or not dtype.isnative:
+        return None
+    offset = dataset.id.get_offset()
+    if offset is None:  # never written: HDF5 supplies the fill value
+        return None
+    values = np.empty(dataset.shape, dtype=dtype)
+    fd = os.open(dataset.file.filename, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        view, position = memoryview(values.reshape(-1).view(np.uint8)), int(offset)
+        while len(view):
+            got = os.preadv(fd, [view], position)
+            if got <= 0:
+                return None  # shorter than HDF5 says: let h5py read (and report) it
+            view, position = view[got:], position + got
+    finally:
+        os.close(fd)
+    return values
+
+
 def _copy_to_chw_float32(source, source_layout: str) -> np.ndarray:
     """Copy a 3-D array-like (ndarray, memmap, h5py dataset) into a new float32 (C, H, W) array.
 
@@ -143,6 +170,10 @@ def _copy_to_chw_float32(source, source_layout: str) -> np.ndarray:
         height, width, bands = source.shape
     else:
         bands, height, width = source.shape
+    if source_layout == "CHW" and isinstance(source, h5py.Dataset) and source.dtype.itemsize <= 4:
+        plain = _plain_hdf5_bytes(source)  # at most the result's size: no bigger second array
+        if plain is not None:
+            return plain if plain.dtype == np.float32 else plain.astype(np.float32)
     out = np.empty((bands, height, width), dtype=np.float32)
     if source_layout == "CHW" and isinstance(source, h5py.Dataset):
         # HDF5 casts to float32 while reading into `out`: no slab, no intermediate copy.
