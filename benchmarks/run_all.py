@@ -135,9 +135,9 @@ def _run_capped(argv: list[str]) -> int:
     """This command again in a child process with the instruction set capped at AVX2 (set before
     torch and numpy are imported, which read it once)."""
     if not any(a.startswith("--report") for a in argv):
-        argv += ["--report", str(BENCH_DIR / "RESULTS-avx2.md")]
+        argv += ["--report", str((BENCH_DIR / "RESULTS-avx2.md").relative_to(PROJECT_ROOT))]
     if not any(a.startswith("--results-dir") for a in argv):
-        argv += ["--results-dir", str(BENCH_DIR / "results-avx2")]
+        argv += ["--results-dir", str((BENCH_DIR / "results-avx2").relative_to(PROJECT_ROOT))]
     env = {**os.environ, **AVX2_CAP}
     return subprocess.run([sys.executable, "-m", "benchmarks.run_all", *argv], env=env, cwd=PROJECT_ROOT).returncode
 
