@@ -46,12 +46,13 @@ def pausing_forward(pause_dir: Path | None, rank: int, call: int):
     return forward
 
 
-def train_tiny(run_dir: Path, pause_dir: Path | None = None, pause_call: int = -1) -> dict:
-    """Train 2 epochs of 48 samples at a global batch of 8 (12 steps); returns weights and losses."""
+def train_tiny(run_dir: Path, pause_dir: Path | None = None, pause_call: int = -1, **settings) -> dict:
+    """Train 2 epochs of 48 samples at a global batch of 8 (12 steps); returns weights and losses.
+    ``settings`` are more TrainConfig fields (e.g. compile)."""
     torch.set_num_threads(1)
     train_loader, val_loader = tiny.build_loaders(batch_size=GLOBAL_BATCH)
     model = tiny.build_model(dropout=0.0)
-    result = fit(model, train_loader, val_loader, tiny.tiny_config(**SETTINGS), run_dir=Path(run_dir),
+    result = fit(model, train_loader, val_loader, tiny.tiny_config(**SETTINGS, **settings), run_dir=Path(run_dir),
                  forward_fn=pausing_forward(pause_dir, 1, pause_call))
     return {"weights": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
             "history": [(e["train_loss"], e["val_loss"]) for e in result.history], "steps": result.steps,

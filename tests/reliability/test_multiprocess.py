@@ -50,6 +50,18 @@ def test_two_processes_with_the_same_global_batch_match_one_process(tmp_path):
     assert load_checkpoint(tmp_path / "two" / "last.pt")["rng"]["world_size"] == 2  # written once, by rank 0
 
 
+def test_two_compiled_processes_match_one_eager_process(tmp_path):
+    """Promise: `train.compile` works under DDP (compile wraps the DDP module, whose no_sync and
+    gradient hooks still apply): the same losses and weights as one eager process."""
+    one = ddp_problem.train_tiny(tmp_path / "one")
+    two = launch(ddp_problem.train_tiny, tmp_path / "two", config=TWO_PROCESSES, compile=True,
+                 compile_backend="aot_eager")
+    assert two["world_size"] == 2 and two["steps"] == 12
+    assert_close_runs(one, two)
+    state = load_checkpoint(tmp_path / "two" / "last.pt")["model"]
+    assert not any(key.startswith(("_orig_mod", "module.")) for key in state)  # the plain module's keys
+
+
 def test_a_killed_rank_ends_the_run_with_a_checkpoint_that_resumes(tmp_path):
     """Promise: kill -9 of one rank ends the whole run (torchrun stops the others) with a clear error, and
     the last checkpoint resumes on two processes to the same end as an uninterrupted run."""
