@@ -222,3 +222,22 @@ def test_timm_layer_decay_optimizer_works(model, cube):
     assert id(model.cls_token) in no_decay and id(model.mask_token) in no_decay
     model(cube)["loss"].backward()
     opt.step()
+
+
+def test_the_whole_mae_compiles_as_one_graph_with_the_eager_loss_and_gradients(cube):
+    """train.compile fuses the model with its loss only when nothing breaks the graph (band
+    padding, masking by argsort and the mae_spectral loss included)."""
+    torch._dynamo.reset()
+    eager, compiled_model = tiny(), tiny()
+    compiled = torch.compile(compiled_model, backend="aot_eager", fullgraph=True)  # a graph break fails
+    torch.manual_seed(3)  # the masks come from the global RNG, as in training (a Generator argument does not compile)
+    eager_out = eager(cube)
+    torch.manual_seed(3)
+    compiled_out = compiled(cube)
+    assert torch.equal(compiled_out["mask"], eager_out["mask"])
+    torch.testing.assert_close(compiled_out["loss"], eager_out["loss"])
+    eager_out["loss"].backward()
+    compiled_out["loss"].backward()
+    for (name, a), (_, b) in zip(eager.named_parameters(), compiled_model.named_parameters()):
+        if a.grad is not None:
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
