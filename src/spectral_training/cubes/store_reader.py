@@ -4,8 +4,9 @@ In an uncompressed store the bytes of a sample's chunk *are* the sample (float32
 series' one-byte validity mask), so reads skip HDF5 once the byte offset of every chunk is
 known: a :class:`SampleReader` keeps, per process, a plain read-only file descriptor, the file
 mapped read-only in memory and that offset table, and copies samples from the mapping straight
-into the output buffer (adjacent samples in one copy; ``os.preadv`` where mapping fails). Compressed stores, and anything unusual (a filter, an unallocated chunk,
-a non-native byte order), go through h5py.
+into the output buffer (adjacent samples in one copy; ``os.preadv`` where mapping fails).
+Compressed stores, and anything unusual (a filter, an unallocated chunk, a non-native byte
+order), go through h5py.
 """
 
 from __future__ import annotations
