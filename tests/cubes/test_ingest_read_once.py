@@ -102,11 +102,11 @@ def test_the_per_tile_check_is_skipped_for_files_known_finite(raw, tmp_path, mon
     data[0, 0, 0] = np.nan
     with h5py.File(raw / "one_nan.h5", "w") as f:
         f["cube"] = data
-    from spectral_training.cubes import ingest
+    from spectral_training.cubes import ingest_append
 
     checked = []
-    real = ingest.repair_nonfinite
-    monkeypatch.setattr(ingest, "repair_nonfinite", lambda tiles, *a: checked.append(len(tiles)) or real(tiles, *a))
+    real = ingest_append.repair_nonfinite
+    monkeypatch.setattr(ingest_append, "repair_nonfinite", lambda tiles, *a: checked.append(len(tiles)) or real(tiles, *a))
     report, index = ingest_folder(raw, tmp_path / "cubes.h5", params(max_nonfinite_tile=0.05))
     assert checked == [4]  # the four tiles of one_nan.h5 only
     assert len(index) == 8 and np.isfinite(CubeStore(tmp_path / "cubes.h5").read(list(index.store_index))).all()
@@ -210,7 +210,7 @@ def test_contiguous_hdf5_read_as_plain_bytes_equals_h5py(tmp_path, dtype, chunks
 
 
 def test_the_next_file_is_read_ahead_in_order_and_its_error_comes_with_it():
-    from spectral_training.cubes import ingest
+    from spectral_training.cubes import ingest_append as ingest
 
     entries = [ingest.FileEntry(f"f{i}.h5", [1, 4, 4], None, False, 0.0) for i in range(4)]
 
@@ -227,7 +227,7 @@ def test_the_next_file_is_read_ahead_in_order_and_its_error_comes_with_it():
 
 
 def test_a_big_file_is_not_read_ahead(monkeypatch):
-    from spectral_training.cubes import ingest
+    from spectral_training.cubes import ingest_append as ingest
 
     monkeypatch.setattr(ingest, "READ_AHEAD_MAX_BYTES", 4 * 16)  # files of 1 x 4 x 4 float32 only
     entries = [ingest.FileEntry("small.h5", [1, 4, 4], None, False, 0.0),

@@ -14,152 +14,45 @@ Two steps, and each file's pixels are read once:
 With ``strict``, the first rejected file raises :class:`IngestionError`; one found during the
 append also rolls the store back to what it was before the run (a store the run created is
 removed). Files under the raw folder are only ever opened read-only.
+
+This module holds the dataset folder, the scan (step 1), the sample index and the report;
+:mod:`.ingest_plan` the parameters, the plan and the rejection rules; :mod:`.ingest_append`
+step 2.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .readers import SUPPORTED_SUFFIXES, CubeFileError, CubeHeader, RawCube, read_cube, read_cube_header
+from .ingest_append import _window_text, append_plan
+# IngestionError and nonfinite_fraction stay importable from here, where callers find ingestion.
+from .ingest_plan import (  # noqa: F401
+    FileEntry,
+    IngestionError,
+    IngestionParams,
+    IngestionPlan,
+    Rejections,
+    _read_header,
+    band_count_mismatch,
+    nonfinite_fraction,
+)
+from .readers import SUPPORTED_SUFFIXES, CubeHeader
 from .splits import BUFFER, block_size_warning, block_split_of, split_of, validate_block_px, validate_fractions
-from .store import CubeStore, TileBatch
-from .tiling import NAN_POLICIES, RepairResult, batched, cut, cut_maps, majority_labels, repair_nonfinite, tile_windows
+from .store import CubeStore
 
 log = logging.getLogger(__name__)
 
-LABEL_SOURCES = ("auto", "folders", "maps", "none")
 INDEX_COLUMNS = {
     "store_index": "int64", "sample_id": "str", "source_file": "str", "window": "str", "row": "int32",
     "col": "int32", "content_hash": "str", "label": "int64", "split": "str",
 }
-TILES_PER_BATCH = 64
-
-
-@dataclass
-class IngestionParams:
-    """Everything ingestion reads from ``parameters_ingestion.yml``."""
-
-    tile_size: int = 32
-    stride: int | None = None  # None: tile_size (no overlap)
-    layout: str = "auto"
-    cube_key: str | None = None
-    labels_key: str = "labels"
-    scale: float | None = None
-    label_source: str = "auto"
-    nan_policy: str = "band_mean"
-    max_nonfinite_tile: float = 0.01
-    max_nonfinite_file: float = 0.25
-    strict: bool = False
-    compression: str | None = None
-    splits: dict = field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
-    split_block_px: int | None = None  # None: split per tile; B: per B x B block of each file
-    show_progress: bool = True
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> "IngestionParams":
-        known = set(cls.__dataclass_fields__)
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(
-                f"ingestion parameters: unknown key(s) {sorted(unknown)}; known keys are {sorted(known)}"
-            )
-        params = cls(**raw)
-        params.validate()
-        return params
-
-    def validate(self) -> None:
-        if int(self.tile_size) < 1:
-            raise ValueError(f"ingestion.tile_size must be a positive number of pixels, got {self.tile_size}")
-        if self.stride is not None and int(self.stride) < 1:
-            raise ValueError(f"ingestion.stride must be positive or null, got {self.stride}")
-        if self.layout not in ("auto", "HWC", "CHW"):
-            raise ValueError(f"ingestion.layout '{self.layout}' is unknown: use auto, HWC or CHW")
-        if self.label_source not in LABEL_SOURCES:
-            raise ValueError(f"ingestion.label_source '{self.label_source}' is unknown: use one of {LABEL_SOURCES}")
-        if self.nan_policy not in NAN_POLICIES:
-            raise ValueError(f"ingestion.nan_policy '{self.nan_policy}' is unknown: use one of {NAN_POLICIES}")
-        for name in ("max_nonfinite_tile", "max_nonfinite_file"):
-            if not 0.0 <= float(getattr(self, name)) <= 1.0:
-                raise ValueError(f"ingestion.{name} is a fraction between 0 and 1, got {getattr(self, name)}")
-        self.splits = validate_fractions(self.splits)
-        self.split_block_px = validate_block_px(self.split_block_px)
-
-    @property
-    def effective_stride(self) -> int:
-        return int(self.stride or self.tile_size)
-
-
-@dataclass
-class FileEntry:
-    file: str  # relative to the raw folder, with forward slashes
-    shape: list[int]  # (C, H, W)
-    class_name: str | None
-    has_label_map: bool
-    # A series scan reads the data and records it here; a cube's is measured when its pixels are
-    # read, by the append, and reported from the append's record.
-    nonfinite_fraction: float | None = None
-
-
-@dataclass
-class IngestionPlan:
-    """The outcome of the scan: what will be appended and what was rejected, with reasons."""
-
-    dataset: str
-    raw_root: str
-    num_bands: int | None
-    band_names: list[str] | None
-    wavelengths_nm: list[float] | None
-    class_names: list[str]
-    accepted: list[FileEntry] = field(default_factory=list)
-    rejected: list[dict] = field(default_factory=list)
-    params: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> "IngestionPlan":
-        data = dict(raw)
-        data["accepted"] = [FileEntry(**entry) for entry in data.get("accepted", [])]
-        return cls(**data)
-
-
-class IngestionError(RuntimeError):
-    """A problem that stops ingestion (with ``strict=true``, any rejected file)."""
-
-
-class Rejections:
-    """The files a scan (or the append, for what only pixels show) rejects, each with its reason,
-    added to ``items``; with ``strict`` the first one raises :class:`IngestionError` instead
-    (shared by the cube and the series ingestion)."""
-
-    def __init__(self, strict: bool, items: list[dict] | None = None):
-        self.strict = strict
-        self.items: list[dict] = [] if items is None else items
-
-    def __call__(self, rel: str, reason: str) -> None:
-        self.items.append({"file": rel, "reason": reason})
-        log.warning("rejected %s: %s", rel, reason)
-        if self.strict:
-            raise IngestionError(f"{rel}: {reason} (strict=true makes the first problem fatal; set strict=false to skip it)")
-
-    def unreadable(self, rel: str, err: Exception) -> None:
-        """A file its reader refused (a :class:`CubeFileError` with its fix) or failed on."""
-        if isinstance(err, CubeFileError):
-            self(rel, f"{err.reason} Fix: {err.fix}")
-        else:  # a reader bug or an exotic file must not stop the folder
-            self(rel, f"could not be read ({type(err).__name__}: {err}). Fix: check the file opens in its own tools")
 
 
 # ---- dataset folders --------------------------------------------------------------------------
@@ -220,36 +113,7 @@ def folders_look_like_classes(rels: list[str]) -> bool:
     return bool(rels) and all("/" in r for r in rels) and len(tops) >= 2
 
 
-def nonfinite_fraction(data: np.ndarray) -> float:
-    """Fraction of NaN/Inf values; one cheap sum decides for the usual all-finite cube."""
-    if not data.size:
-        return 1.0
-    if np.isfinite(data.sum(dtype=np.float32)):  # NaN/Inf propagate; an overflow falls through
-        return 0.0
-    return float(1.0 - np.count_nonzero(np.isfinite(data)) / data.size)
-
-
-def too_many_nonfinite(fraction: float, params: IngestionParams) -> str:
-    """The rejection reason for a file above ``max_nonfinite_file``."""
-    return (f"{fraction:.1%} of its values are non-finite (NaN/Inf), above max_nonfinite_file="
-            f"{params.max_nonfinite_file}. Fix: mask or fill the invalid pixels, or raise the threshold")
-
-
 # ---- step 1: scan ------------------------------------------------------------------------------
-def _reading_options(params: IngestionParams) -> dict:
-    # Photos are cropped and resized to one tile, so the scan's checks see what is stored.
-    return {"cube_key": params.cube_key, "layout": params.layout, "scale": params.scale,
-            "labels_key": params.labels_key, "photo_size": int(params.tile_size)}
-
-
-def _read(path: Path, params: IngestionParams) -> RawCube:
-    return read_cube(path, **_reading_options(params))
-
-
-def _read_header(path: Path, params: IngestionParams) -> CubeHeader:
-    return read_cube_header(path, **_reading_options(params))
-
-
 def scan_folder(
     raw_root: str | Path, params: IngestionParams, *, store: CubeStore | None = None, dataset: str | None = None
 ) -> IngestionPlan:
@@ -316,12 +180,6 @@ def scan_folder(
     )
 
 
-def band_count_mismatch(file_bands: int, expected: int, where: str) -> str:
-    """The rejection reason for a file whose band count is not the dataset's."""
-    return (f"has {file_bands} bands but {where} has {expected}. "
-            f"Fix: ingest it as its own dataset, or resample it to {expected} bands")
-
-
 def _most_common_band_count(entries: list[FileEntry]) -> int | None:
     if not entries:
         return None
@@ -329,195 +187,6 @@ def _most_common_band_count(entries: list[FileEntry]) -> int | None:
     best = max(counts.values())
     # On a tie the first file in sorted order decides, so the choice is reproducible.
     return next(e.shape[0] for e in entries if counts[e.shape[0]] == best)
-
-
-# ---- step 2: append ----------------------------------------------------------------------------
-@dataclass
-class AppendCounters:
-    tiles_total: int = 0
-    repaired_tiles: int = 0
-    repaired_values: int = 0
-    rejected_tiles: list[dict] = field(default_factory=list)
-    failed_files: list[dict] = field(default_factory=list)
-    per_file: dict[str, dict] = field(default_factory=dict)
-
-
-def _read_accepted(path: Path, entry: FileEntry, params: IngestionParams, reject: Rejections) -> tuple[RawCube, float] | None:
-    """The file's pixels and their non-finite fraction, or None when ``reject`` was told why not."""
-    try:
-        cube = _read(path, params)
-    except Exception as err:  # what only the pixels show, or the file changed or vanished since the scan
-        reject.unreadable(entry.file, err)
-        return None
-    if list(cube.data.shape) != list(entry.shape):
-        reject(entry.file, f"changed since the scan: its (C, H, W) is now {list(cube.data.shape)}, the scan found "
-               f"{entry.shape}. Fix: run ingestion again")
-        return None
-    nonfinite = nonfinite_fraction(cube.data)
-    if nonfinite > params.max_nonfinite_file:
-        reject(entry.file, too_many_nonfinite(nonfinite, params))
-        return None
-    return cube, nonfinite
-
-
-READ_AHEAD_MAX_BYTES = 1 << 30  # a file read while the previous one is written is held in memory too
-
-
-def _read_ahead(entries: list[FileEntry], read: Callable[[FileEntry], Any]) -> Iterator[tuple[FileEntry, Any]]:
-    """``(entry, read(entry))`` in order, the next file read on a thread while the caller works on
-    this one (cutting and writing it into the store): a plain read of a source releases the GIL
-    and holds no HDF5 lock. A file over ``READ_AHEAD_MAX_BYTES`` as float32 is read in turn, so
-    memory never holds two big ones. An exception of ``read`` is raised when its file comes."""
-    def small(entry: FileEntry) -> bool:
-        return 4 * int(np.prod(entry.shape)) <= READ_AHEAD_MAX_BYTES
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-read") as pool:
-        pending: Future | None = None  # the read of entries[i], started while entries[i - 1] was worked on
-        for i, entry in enumerate(entries):
-            result = pending.result() if pending is not None else read(entry)
-            following = entries[i + 1] if i + 1 < len(entries) else None
-            ahead = following is not None and small(entry) and small(following)
-            pending = pool.submit(read, following) if ahead else None
-            yield entry, result
-
-
-def iter_tile_batches(plan: IngestionPlan, params: IngestionParams, counters: AppendCounters) -> Iterator[TileBatch]:
-    """Tiles of every accepted file, ``TILES_PER_BATCH`` at a time, repaired and labelled.
-
-    Each file's pixels are read once, here. A file they reject (unreadable, changed since the
-    scan, above ``max_nonfinite_file``) goes to ``counters.failed_files`` with its reason, or,
-    with ``params.strict``, raises :class:`IngestionError` before any tile of it is yielded.
-    """
-    root = Path(plan.raw_root)
-    class_index = {name: i for i, name in enumerate(plan.class_names)}
-    reject = Rejections(params.strict, counters.failed_files)
-    reads = _read_ahead(plan.accepted, lambda entry: _read_accepted(root / entry.file, entry, params, reject))
-    for entry, read in tqdm(reads, total=len(plan.accepted), desc="tile+append", unit="file",
-                            disable=not params.show_progress):
-        if read is None:
-            continue
-        cube, nonfinite = read
-        _, h, w = cube.data.shape
-        windows = tile_windows(h, w, params.tile_size, params.effective_stride)
-        file_counts = counters.per_file.setdefault(entry.file, {
-            "nonfinite_fraction": round(nonfinite, 6), "tiles": 0, "repaired_tiles": 0, "rejected_tiles": 0})
-        for part in batched(len(windows), TILES_PER_BATCH):
-            win = windows[part]
-            tiles = cut(cube.data, win)
-            # A file with no NaN/Inf has none in its tiles: no per-tile check to make.
-            repair = (RepairResult.all_kept(tiles) if nonfinite == 0.0
-                      else repair_nonfinite(tiles, params.nan_policy, params.max_nonfinite_tile))
-            for i in np.flatnonzero(~repair.kept):
-                counters.rejected_tiles.append({
-                    "file": entry.file, "window": _window_text(win[i]),
-                    "reason": f"{repair.nonfinite_fraction[i]:.1%} non-finite values, above max_nonfinite_tile="
-                              f"{params.max_nonfinite_tile} (nan_policy={params.nan_policy})",
-                })
-            kept = repair.kept
-            counters.tiles_total += len(win)
-            counters.repaired_tiles += repair.repaired_tiles
-            counters.repaired_values += repair.repaired_values
-            file_counts["tiles"] += int(kept.sum())
-            file_counts["repaired_tiles"] += repair.repaired_tiles
-            file_counts["rejected_tiles"] += int((~kept).sum())
-            if not kept.any():
-                continue
-            win = win[kept]
-            use_maps = cube.label_map is not None and params.label_source != "none"
-            maps = cut_maps(cube.label_map, win) if use_maps else None
-            if entry.class_name is not None:
-                labels = np.full(len(win), class_index[entry.class_name], dtype=np.int64)
-            elif maps is not None:
-                labels = majority_labels(maps)
-            else:
-                labels = np.full(len(win), -1, dtype=np.int64)
-            yield TileBatch(
-                cubes=tiles if kept.all() else tiles[kept],
-                sample_ids=[f"{entry.file}@{r},{c}" for r, c, _, _ in win],
-                source_file=entry.file,
-                windows=win,
-                labels=labels,
-                label_maps=maps,
-            )
-        del cube
-
-
-def _window_text(window: np.ndarray) -> str:
-    r, c, h, w = (int(v) for v in window)
-    return f"rows {r}:{r + h}, cols {c}:{c + w}"
-
-
-def append_plan(store: CubeStore, plan: IngestionPlan, params: IngestionParams) -> dict:
-    """Create the store when missing, append the plan's new tiles, return the append record.
-
-    The record (also kept in the store's ``ingestion_log``) holds the counts the report needs,
-    and in ``failed_files`` the files rejected here, with their reasons. A run that raises (with
-    ``strict``, the first file rejected here) leaves the store as it found it: the samples it
-    appended are removed, and so is a store it created.
-    """
-    if not store.exists() and plan.num_bands is None:
-        # Every file was rejected: nothing to store, but the report must still say why.
-        log.error("no file of %s could be ingested (%d rejected)", plan.raw_root, len(plan.rejected))
-        return {"appended": 0, "duplicates": 0, "tiles_total": 0, "failed_files": [], "per_file": {}}
-    before = store.mark()
-    try:
-        return _append(store, plan, params)
-    except BaseException:
-        store.roll_back(before)
-        log.error("ingestion of %s stopped; the store %s is back as it was before the run", plan.raw_root, store.path)
-        raise
-
-
-def _append(store: CubeStore, plan: IngestionPlan, params: IngestionParams) -> dict:
-    if not store.exists():
-        store.create(
-            num_bands=plan.num_bands,
-            tile_size=params.tile_size,
-            band_names=plan.band_names,
-            wavelengths_nm=plan.wavelengths_nm,
-            class_names=plan.class_names,
-            compression=params.compression,
-        )
-    counters = AppendCounters()
-    plan = _reconcile_with_store(plan, store, params, counters)
-    store.set_class_names(plan.class_names)
-    started = time.perf_counter()
-
-    def record(summary) -> dict:
-        return {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "files": [e.file for e in plan.accepted],
-            "appended": summary.appended,
-            "duplicates": summary.duplicates,
-            "duplicate_ids": summary.duplicate_ids[:1000],
-            "tiles_total": counters.tiles_total,
-            "repaired_tiles": counters.repaired_tiles,
-            "repaired_values": counters.repaired_values,
-            "rejected_tiles": counters.rejected_tiles,
-            "failed_files": counters.failed_files,
-            "per_file": {f: {**c, **summary.per_file.get(f, {})} for f, c in counters.per_file.items()},
-            "seconds": round(time.perf_counter() - started, 3),
-        }
-
-    store.append(iter_tile_batches(plan, params, counters), log_entry=record)
-    return store.ingestion_log()[-1]
-
-
-def _reconcile_with_store(plan: IngestionPlan, store: CubeStore, params: IngestionParams,
-                          counters: "AppendCounters") -> IngestionPlan:
-    """Files must match the store's band count; classes keep the store's order, new ones go last."""
-    info = store.info
-    accepted = []
-    for entry in plan.accepted:
-        if entry.shape[0] != info["num_bands"]:
-            reason = band_count_mismatch(entry.shape[0], info["num_bands"], f"the store {store.path}")
-            if params.strict:
-                raise IngestionError(f"{entry.file}: {reason} (strict=true makes the first problem fatal)")
-            counters.failed_files.append({"file": entry.file, "reason": reason})
-            continue
-        accepted.append(entry)
-    class_names = list(info["class_names"]) + [c for c in plan.class_names if c not in info["class_names"]]
-    return replace(plan, accepted=accepted, class_names=class_names)
 
 
 # ---- step 3: index and report ------------------------------------------------------------------

@@ -28,17 +28,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .ingest import (
-    TILES_PER_BATCH,
-    AppendCounters,
-    FileEntry,
-    IngestionParams,
-    IngestionPlan,
     PendingAppend,
-    Rejections,
     _most_common_band_count,
-    _reconcile_with_store,
-    _window_text,
-    band_count_mismatch,
     build_report,
     build_sample_index,
     class_of,
@@ -46,10 +37,12 @@ from .ingest import (
     list_candidate_files,
     resolve_dataset_folder,
 )
+from .ingest_append import AppendCounters, _reconcile_with_store, _window_text, tile_labels
+from .ingest_plan import TILES_PER_BATCH, FileEntry, IngestionParams, IngestionPlan, Rejections, band_count_mismatch
 from .series_readers import QAMapping, RawSeries, has_series, read_series
 from .store import CubeStore, TileBatch
 from .store_schema import layout_mismatch
-from .tiling import batched, cut, cut_maps, majority_labels, tile_windows
+from .tiling import batched, cut, cut_maps, tile_windows
 
 log = logging.getLogger(__name__)
 
@@ -272,12 +265,8 @@ def iter_series_batches(plan: IngestionPlan, params: IngestionParams, series: Se
             win = win[kept]
             series_tiles, days, mask, observed = _pack(tiles[kept], valid[kept], raw.day_of_year, keep[kept], max_seq_len)
             maps = cut_maps(raw.label_map, win) if raw.label_map is not None and params.label_source != "none" else None
-            if entry.class_name is not None:
-                labels = np.full(len(win), class_index[entry.class_name], dtype=np.int64)
-            elif maps is not None:
-                labels = majority_labels(maps)
-            else:
-                labels = np.full(len(win), -1, dtype=np.int64)
+            file_class = None if entry.class_name is None else class_index[entry.class_name]
+            labels = tile_labels(len(win), file_class, maps)
             yield TileBatch(cubes=series_tiles, sample_ids=[f"{entry.file}@{r},{col}" for r, col, _, _ in win],
                             source_file=entry.file, windows=win, labels=labels, label_maps=maps,
                             day_of_year=days, date_mask=mask, valid=observed)

@@ -1,0 +1,228 @@
+"""Ingestion, step 2: read each accepted file's pixels once (the next file on a thread), reject
+what only pixels show, tile, repair and append the new tiles to the store, rolling it back when
+the run raises."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .ingest_plan import (
+    TILES_PER_BATCH,
+    FileEntry,
+    IngestionError,
+    IngestionParams,
+    IngestionPlan,
+    Rejections,
+    _read,
+    band_count_mismatch,
+    nonfinite_fraction,
+    too_many_nonfinite,
+)
+from .readers import RawCube
+from .store import CubeStore, TileBatch
+from .tiling import RepairResult, batched, cut, cut_maps, majority_labels, repair_nonfinite, tile_windows
+
+log = logging.getLogger("spectral_training.cubes.ingest")
+
+
+@dataclass
+class AppendCounters:
+    tiles_total: int = 0
+    repaired_tiles: int = 0
+    repaired_values: int = 0
+    rejected_tiles: list[dict] = field(default_factory=list)
+    failed_files: list[dict] = field(default_factory=list)
+    per_file: dict[str, dict] = field(default_factory=dict)
+
+
+def tile_labels(count: int, file_class: int | None, maps: np.ndarray | None) -> np.ndarray:
+    """Labels of ``count`` tiles: their file's class (class folders), else each tile's majority
+    in its label map, else -1 (unlabelled)."""
+    if file_class is not None:
+        return np.full(count, file_class, dtype=np.int64)
+    if maps is not None:
+        return majority_labels(maps)
+    return np.full(count, -1, dtype=np.int64)
+
+
+def _read_accepted(path: Path, entry: FileEntry, params: IngestionParams, reject: Rejections) -> tuple[RawCube, float] | None:
+    """The file's pixels and their non-finite fraction, or None when ``reject`` was told why not."""
+    try:
+        cube = _read(path, params)
+    except Exception as err:  # what only the pixels show, or the file changed or vanished since the scan
+        reject.unreadable(entry.file, err)
+        return None
+    if list(cube.data.shape) != list(entry.shape):
+        reject(entry.file, f"changed since the scan: its (C, H, W) is now {list(cube.data.shape)}, the scan found "
+               f"{entry.shape}. Fix: run ingestion again")
+        return None
+    nonfinite = nonfinite_fraction(cube.data)
+    if nonfinite > params.max_nonfinite_file:
+        reject(entry.file, too_many_nonfinite(nonfinite, params))
+        return None
+    return cube, nonfinite
+
+
+READ_AHEAD_MAX_BYTES = 1 << 30  # a file read while the previous one is written is held in memory too
+
+
+def _read_ahead(entries: list[FileEntry], read: Callable[[FileEntry], Any]) -> Iterator[tuple[FileEntry, Any]]:
+    """``(entry, read(entry))`` in order, the next file read on a thread while the caller works on
+    this one (cutting and writing it into the store): a plain read of a source releases the GIL
+    and holds no HDF5 lock. A file over ``READ_AHEAD_MAX_BYTES`` as float32 is read in turn, so
+    memory never holds two big ones. An exception of ``read`` is raised when its file comes."""
+    def small(entry: FileEntry) -> bool:
+        return 4 * int(np.prod(entry.shape)) <= READ_AHEAD_MAX_BYTES
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-read") as pool:
+        pending: Future | None = None  # the read of entries[i], started while entries[i - 1] was worked on
+        for i, entry in enumerate(entries):
+            result = pending.result() if pending is not None else read(entry)
+            following = entries[i + 1] if i + 1 < len(entries) else None
+            ahead = following is not None and small(entry) and small(following)
+            pending = pool.submit(read, following) if ahead else None
+            yield entry, result
+
+
+def iter_tile_batches(plan: IngestionPlan, params: IngestionParams, counters: AppendCounters) -> Iterator[TileBatch]:
+    """Tiles of every accepted file, ``TILES_PER_BATCH`` at a time, repaired and labelled.
+
+    Each file's pixels are read once, here. A file they reject (unreadable, changed since the
+    scan, above ``max_nonfinite_file``) goes to ``counters.failed_files`` with its reason, or,
+    with ``params.strict``, raises :class:`IngestionError` before any tile of it is yielded.
+    """
+    root = Path(plan.raw_root)
+    class_index = {name: i for i, name in enumerate(plan.class_names)}
+    reject = Rejections(params.strict, counters.failed_files)
+    reads = _read_ahead(plan.accepted, lambda entry: _read_accepted(root / entry.file, entry, params, reject))
+    for entry, read in tqdm(reads, total=len(plan.accepted), desc="tile+append", unit="file",
+                            disable=not params.show_progress):
+        if read is None:
+            continue
+        cube, nonfinite = read
+        _, h, w = cube.data.shape
+        windows = tile_windows(h, w, params.tile_size, params.effective_stride)
+        file_counts = counters.per_file.setdefault(entry.file, {
+            "nonfinite_fraction": round(nonfinite, 6), "tiles": 0, "repaired_tiles": 0, "rejected_tiles": 0})
+        for part in batched(len(windows), TILES_PER_BATCH):
+            win = windows[part]
+            tiles = cut(cube.data, win)
+            # A file with no NaN/Inf has none in its tiles: no per-tile check to make.
+            repair = (RepairResult.all_kept(tiles) if nonfinite == 0.0
+                      else repair_nonfinite(tiles, params.nan_policy, params.max_nonfinite_tile))
+            for i in np.flatnonzero(~repair.kept):
+                counters.rejected_tiles.append({
+                    "file": entry.file, "window": _window_text(win[i]),
+                    "reason": f"{repair.nonfinite_fraction[i]:.1%} non-finite values, above max_nonfinite_tile="
+                              f"{params.max_nonfinite_tile} (nan_policy={params.nan_policy})",
+                })
+            kept = repair.kept
+            counters.tiles_total += len(win)
+            counters.repaired_tiles += repair.repaired_tiles
+            counters.repaired_values += repair.repaired_values
+            file_counts["tiles"] += int(kept.sum())
+            file_counts["repaired_tiles"] += repair.repaired_tiles
+            file_counts["rejected_tiles"] += int((~kept).sum())
+            if not kept.any():
+                continue
+            win = win[kept]
+            use_maps = cube.label_map is not None and params.label_source != "none"
+            maps = cut_maps(cube.label_map, win) if use_maps else None
+            file_class = None if entry.class_name is None else class_index[entry.class_name]
+            labels = tile_labels(len(win), file_class, maps)
+            yield TileBatch(
+                cubes=tiles if kept.all() else tiles[kept],
+                sample_ids=[f"{entry.file}@{r},{c}" for r, c, _, _ in win],
+                source_file=entry.file,
+                windows=win,
+                labels=labels,
+                label_maps=maps,
+            )
+        del cube
+
+
+def _window_text(window: np.ndarray) -> str:
+    r, c, h, w = (int(v) for v in window)
+    return f"rows {r}:{r + h}, cols {c}:{c + w}"
+
+
+def append_plan(store: CubeStore, plan: IngestionPlan, params: IngestionParams) -> dict:
+    """Create the store when missing, append the plan's new tiles, return the append record.
+
+    The record (also kept in the store's ``ingestion_log``) holds the counts the report needs,
+    and in ``failed_files`` the files rejected here, with their reasons. A run that raises (with
+    ``strict``, the first file rejected here) leaves the store as it found it: the samples it
+    appended are removed, and so is a store it created.
+    """
+    if not store.exists() and plan.num_bands is None:
+        # Every file was rejected: nothing to store, but the report must still say why.
+        log.error("no file of %s could be ingested (%d rejected)", plan.raw_root, len(plan.rejected))
+        return {"appended": 0, "duplicates": 0, "tiles_total": 0, "failed_files": [], "per_file": {}}
+    before = store.mark()
+    try:
+        return _append(store, plan, params)
+    except BaseException:
+        store.roll_back(before)
+        log.error("ingestion of %s stopped; the store %s is back as it was before the run", plan.raw_root, store.path)
+        raise
+
+
+def _append(store: CubeStore, plan: IngestionPlan, params: IngestionParams) -> dict:
+    if not store.exists():
+        store.create(
+            num_bands=plan.num_bands,
+            tile_size=params.tile_size,
+            band_names=plan.band_names,
+            wavelengths_nm=plan.wavelengths_nm,
+            class_names=plan.class_names,
+            compression=params.compression,
+        )
+    counters = AppendCounters()
+    plan = _reconcile_with_store(plan, store, params, counters)
+    store.set_class_names(plan.class_names)
+    started = time.perf_counter()
+
+    def record(summary) -> dict:
+        return {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "files": [e.file for e in plan.accepted],
+            "appended": summary.appended,
+            "duplicates": summary.duplicates,
+            "duplicate_ids": summary.duplicate_ids[:1000],
+            "tiles_total": counters.tiles_total,
+            "repaired_tiles": counters.repaired_tiles,
+            "repaired_values": counters.repaired_values,
+            "rejected_tiles": counters.rejected_tiles,
+            "failed_files": counters.failed_files,
+            "per_file": {f: {**c, **summary.per_file.get(f, {})} for f, c in counters.per_file.items()},
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+
+    store.append(iter_tile_batches(plan, params, counters), log_entry=record)
+    return store.ingestion_log()[-1]
+
+
+def _reconcile_with_store(plan: IngestionPlan, store: CubeStore, params: IngestionParams,
+                          counters: "AppendCounters") -> IngestionPlan:
+    """Files must match the store's band count; classes keep the store's order, new ones go last."""
+    info = store.info
+    accepted = []
+    for entry in plan.accepted:
+        if entry.shape[0] != info["num_bands"]:
+            reason = band_count_mismatch(entry.shape[0], info["num_bands"], f"the store {store.path}")
+            if params.strict:
+                raise IngestionError(f"{entry.file}: {reason} (strict=true makes the first problem fatal)")
+            counters.failed_files.append({"file": entry.file, "reason": reason})
+            continue
+        accepted.append(entry)
+    class_names = list(info["class_names"]) + [c for c in plan.class_names if c not in info["class_names"]]
+    return replace(plan, accepted=accepted, class_names=class_names)
