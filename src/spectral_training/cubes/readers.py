@@ -44,6 +44,7 @@ from .cube_headers import (
     read_cube_header,
 )
 from .photos import PHOTO_SUFFIXES, PhotoError, read_photo
+from .pread import pread_exact
 
 __all__ = ["SUPPORTED_SUFFIXES", "CubeFileError", "CubeHeader", "RawCube", "detect_band_axis", "read_cube",
            "read_cube_header"]
@@ -149,12 +150,9 @@ def _plain_hdf5_bytes(dataset: h5py.Dataset) -> np.ndarray | None:
     values = np.empty(dataset.shape, dtype=dtype)
     fd = os.open(dataset.file.filename, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
-        view, position = memoryview(values.reshape(-1).view(np.uint8)), int(offset)
-        while len(view):
-            got = os.preadv(fd, [view], position)
-            if got <= 0:
-                return None  # shorter than HDF5 says: let h5py read (and report) it
-            view, position = view[got:], position + got
+        pread_exact(fd, memoryview(values.reshape(-1).view(np.uint8)), int(offset), f"dataset {dataset.name}")
+    except OSError:
+        return None  # shorter than HDF5 says: let h5py read (and report) it
     finally:
         os.close(fd)
     return values

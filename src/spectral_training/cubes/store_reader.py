@@ -22,6 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .pread import pread_exact
 from .store_schema import SAMPLE_DATASET, layout_of, plain_layout
 
 _F4 = np.dtype("=f4")
@@ -43,16 +44,6 @@ def _chunk_offsets(dsid: h5py.h5d.DatasetID, num_samples: int, chunk_bytes: int)
         for j in range(dsid.get_num_chunks()):
             visit(dsid.get_chunk_info(j))
     return offsets
-
-
-def _pread_exact(fd: int, buffer: memoryview, offset: int) -> None:
-    """Fill ``buffer`` with the file's bytes from ``offset`` (a short read only happens at the
-    end of the file or on a signal, so read on until full)."""
-    while len(buffer):
-        got = os.preadv(fd, [buffer], offset)
-        if got <= 0:
-            raise OSError(f"unexpected end of file at byte {offset} while reading a sample's chunk")
-        buffer, offset = buffer[got:], offset + got
 
 
 def _sample_runs(offsets: np.ndarray, chunk_bytes: int) -> tuple[list[tuple[int, int, int]], list[int]]:
@@ -89,7 +80,7 @@ def _read_plain(source: int | np.ndarray, offsets: np.ndarray, out: np.ndarray, 
     else:
         view = memoryview(out.reshape(-1).view(np.uint8))  # slicing a memoryview is cheap
         for k0, k1, offset in runs:
-            _pread_exact(source, view[k0 * chunk_bytes : k1 * chunk_bytes], offset)
+            pread_exact(source, view[k0 * chunk_bytes : k1 * chunk_bytes], offset)
     return np.asarray(missing, dtype=np.int64)
 
 
@@ -243,7 +234,7 @@ class SampleReader:
             if isinstance(source, np.ndarray):
                 flat[...] = source[offset : offset + chunk_bytes]
             else:
-                _pread_exact(source, memoryview(flat), offset)
+                pread_exact(source, memoryview(flat), offset)
             return out
         self.read(np.array([index], dtype=np.int64), out[None])  # the general path checks the index
         return out
