@@ -34,14 +34,15 @@ from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-# Environment that caps torch, oneDNN, MKL (torch's fp32 matmuls) and numpy at AVX2 on an AVX-512 CPU:
-# the kernels (and the bf16 emulation) of the AVX2 kind of machine (MACHINE.md), on this machine's
-# cores, caches and clock.
+# Environment that caps torch, oneDNN, MKL (torch's fp32 matmuls), numpy and numba (the statistics
+# kernels, compiled for x86-64-v3: AVX2 and FMA) at AVX2 on an AVX-512 CPU: the kernels (and the
+# bf16 emulation) of the AVX2 kind of machine (MACHINE.md), on this machine's cores, caches and clock.
 AVX2_CAP = {
     "ATEN_CPU_CAPABILITY": "avx2",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     "MKL_ENABLE_INSTRUCTIONS": "AVX2",
     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+    "NUMBA_CPU_NAME": "x86-64-v3",
 }
 MB = 1e6  # throughputs are reported in decimal MB/s and GB/s, as MACHINE.md does
 

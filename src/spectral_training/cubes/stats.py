@@ -4,14 +4,12 @@ Each block of samples contributes (count, mean, M2, min, max) per band; blocks a
 Chan et al.'s pairwise formula, so memory is a few blocks (one per thread, plus one read ahead)
 plus a fixed-size pixel sample for the percentiles, whatever the size of the store.
 
-Within a block, every (sample, band) row of H*W pixels is reduced in float32, where the CPU
-does twice the work per instruction and nothing is converted: its float32 mean is the shift,
-then the centred sum and the centred sum of squares of the deviations (x - shift) are summed
-(numpy's pairwise summation: error ~1e-7 relative, not n * 1e-7). Deviations from a shift close
-to the row's mean are exact in float32 (no sum(x^2) - sum(x) * mean cancellation), and the
-rows' partial moments are corrected for the shift and merged in float64, so a bright low-noise
-band (mean/std = 1e4) keeps ~1e-7 relative accuracy on mean and std (the data are float32,
-7 digits): tested at 1e-6 against numpy's float64.
+Within a block, a compiled kernel (``band_kernels.block_summary``: numba, SIMD, the GIL released)
+reduces every (sample, band) row of H*W pixels in one pass to its float64 mean and M2 (from
+deviations to the row's first value, whose error is bounded: see that module), min and max, and
+merges the block's rows per band; it also copies out the pixels the block offers to the
+percentile sample. A bright low-noise band (mean/std = 1e4) keeps float64 accuracy on mean and
+std (tested at 1e-6 against numpy's float64; the data are float32, 7 digits).
 
 A series store (``sample_layout: series``) is summed over its valid observations only: the
 pixels of real dates that the validity mask marks as observed (clouds, shadows, fill and the
@@ -32,10 +30,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from .store import CubeStore, read_samples
+from .band_kernels import block_summary, gather_pixels, row_percentiles
+from .store import CubeStore, PassMapping, read_samples
 from .store_schema import sample_dataset
 
 PERCENTILES = (2.0, 98.0)
+MAPPED_BLOCK_BYTES = 8 * 2**20  # the least a block of a mapped pass sums (see compute_band_stats)
 
 
 @dataclass
@@ -80,58 +80,14 @@ class RunningBandStats:
         return np.sqrt(self.m2 / np.maximum(self.count, 1))
 
 
-_SCRATCH = threading.local()  # one float32 scratch per thread, reused from block to block
-
-
-def _scratch(rows: int, cols: int) -> np.ndarray:
-    buf = getattr(_SCRATCH, "buf", None)
-    if buf is None or buf.size < rows * cols:
-        buf = _SCRATCH.buf = np.empty(rows * cols, dtype=np.float32)
-    return buf[: rows * cols].reshape(rows, cols)
-
-
-def _row_moments(rows: np.ndarray) -> np.ndarray:
-    """(shift, centred sum, centred sum of squares, min, max) of each row of a float32 (R, P)
-    array, as float64 (5, R): the shift is the row's float32 mean, the sums are of x - shift."""
-    r, p = rows.shape
-    out = np.empty((5, r), dtype=np.float64)
-    # einsum's row sums run ~2x numpy's pairwise sum here; their float32 rounding only moves the
-    # shift, which the centred sum corrects. (BLAS would be faster still, but its threads spin
-    # after each call and take the core the next numpy loop needs: measured 10x slower squares.)
-    shift = np.einsum("ij->i", rows)
-    shift /= np.float32(p)
-    dev = _scratch(r, p)
-    np.subtract(rows, shift[:, None], out=dev)  # exact: each value is close to its row's shift
-    out[0] = shift
-    out[1] = np.einsum("ij->i", dev)  # what the shift missed of the row's mean: small
-    np.square(dev, out=dev)
-    out[2] = dev.sum(axis=1)  # numpy's pairwise summation: ~1e-7 relative error, not p * 1e-7
-    out[3] = rows.min(axis=1)
-    out[4] = rows.max(axis=1)
-    return out
-
-
-def _moments(block: np.ndarray, threads: int = 1) -> tuple[np.ndarray, ...]:
-    """(count, mean, M2, min, max) per band of a (k, C, H, W) block; the (sample, band) rows are
-    shared among ``threads`` threads, and the result is the same for any number of them."""
+def _moments(block: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(count, mean, M2, min, max) per band of a (k, C, H, W) block."""
     k, c, h, w = block.shape
-    hw = h * w
-    if k == 0 or hw == 0:
+    if k == 0 or h * w == 0:
         return (np.zeros(c, dtype=np.int64), np.zeros(c), np.zeros(c), np.full(c, np.inf), np.full(c, -np.inf))
-    rows = np.ascontiguousarray(block, dtype=np.float32).reshape(k * c, hw)  # one row per (sample, band)
-    if threads > 1 and len(rows) >= 2 * threads:
-        bounds = np.linspace(0, len(rows), threads + 1).astype(int)
-        parts = _ROW_POOL.get().map(lambda i: _row_moments(rows[bounds[i] : bounds[i + 1]]), range(threads))
-        per_row = np.concatenate(list(parts), axis=1)
-    else:
-        per_row = _row_moments(rows)
-    shift, centred, squares, minimum, maximum = (part.reshape(k, c) for part in per_row)
-    means = shift + centred / hw
-    m2s = np.maximum(squares - centred * centred / hw, 0.0)  # M2 about each row's own mean
-    # Chan's merge of k parts of equal count hw: the mean of means, and M2 plus the spread of the means.
-    mean = means.mean(axis=0)
-    m2 = m2s.sum(axis=0) + hw * np.square(means - mean).sum(axis=0)
-    return (np.full(c, k * hw, dtype=np.int64), mean, m2, minimum.min(axis=0), maximum.max(axis=0))
+    flat = np.ascontiguousarray(block, dtype=np.float32).reshape(-1).view(np.uint8)
+    offsets = np.arange(k, dtype=np.int64) * (c * h * w * 4)
+    return block_summary(flat, offsets, c, h * w, np.empty((k, 0), dtype=np.int64))[0]
 
 
 class _PerProcessPool:
@@ -152,7 +108,7 @@ class _PerProcessPool:
         return self._pool
 
 
-_ROW_POOL = _PerProcessPool(4, "band-stats-rows")
+_PERCENTILE_POOL = _PerProcessPool(2, "band-percentiles")
 _BLOCK_POOLS = {n: _PerProcessPool(n, f"band-stats-{n}") for n in range(1, 5)}
 
 
@@ -160,14 +116,10 @@ def _block_pool(workers: int) -> ThreadPoolExecutor:
     return _BLOCK_POOLS[workers].get()
 
 
-def block_moments(block: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, ...]:
-    """(count, mean, M2, min, max) per band of a (k, C, H, W) block, as float64 (summed in float32
-    per (sample, band) row and merged in float64: see the module docstring).
-
-    The rows are split across ``threads`` threads (default: the CPU count, at most 4): numpy's
-    loops release the GIL, so the cores work together.
-    """
-    return _moments(block, threads=min(threads or os.cpu_count() or 1, 4))
+def block_moments(block: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(count, mean, M2, min, max) per band of a (k, C, H, W) block, as float64 (each (sample,
+    band) row by the compiled kernel, merged with Chan's formula: see the module docstring)."""
+    return _moments(block)
 
 
 class PixelSample:
@@ -212,8 +164,17 @@ class PixelSample:
     def gather(block: np.ndarray, picks: np.ndarray) -> np.ndarray:
         """The picked pixels of a (k, C, H, W) block as (C, k * per_sample) float32."""
         k, c, h, w = block.shape
-        flat = block.reshape(k, c, h * w)
-        return flat[np.arange(k)[:, None], :, picks].transpose(2, 0, 1).reshape(c, -1)  # (k, m, C) -> (C, k*m)
+        return gather_pixels(np.ascontiguousarray(block, dtype=np.float32).reshape(k, c, h * w), picks)
+
+    def reserve(self, m: int) -> np.ndarray | None:
+        """The reservoir's next ``m`` slots, (C, m), for the next ``m`` offers to be written in
+        place (by a worker thread), counted as offered now; None when they would not all fit
+        before the reservoir is full: those offers go through ``add``, in order."""
+        if self.offered + m > self.budget:
+            return None
+        slots = self.values[:, self.offered : self.offered + m]
+        self.offered += m
+        return slots
 
     def add(self, offers: np.ndarray) -> None:
         """Put offered pixels (C, m) through the reservoir, in order."""
@@ -237,17 +198,35 @@ class PixelSample:
         self.add(self.gather(block, self.draw(k, h * w)))
 
     def percentiles(self, qs: tuple[float, ...]) -> dict[float, np.ndarray]:
-        data = self.values[:, : self.size]
-        if data.shape[1] == 0:
-            return {q: np.full(data.shape[0], np.nan) for q in qs}
-        values = np.percentile(data, list(qs), axis=1)  # one partition for every quantile
+        if self.size == 0:
+            return {q: np.full(self.values.shape[0], np.nan) for q in qs}
+        bands = len(self.values)
+        halves = [slice(0, bands // 2), slice(bands // 2, bands)] if bands >= 2 else [slice(0, bands)]
+        # numpy's linear rule; the two halves of the bands on two threads (the kernel drops the GIL)
+        parts = _PERCENTILE_POOL.get().map(lambda half: row_percentiles(self.values[half], qs, columns=self.size), halves)
+        values = np.concatenate(list(parts), axis=1)
         return {q: values[i] for i, q in enumerate(qs)}
 
 
-def _summarise_block(read: Callable, chunk: np.ndarray, buffer: np.ndarray, picks: np.ndarray) -> tuple:
-    """Read one block into ``buffer`` and reduce it: its moments, and the pixels it offers."""
+def _summarise_block(read: Callable, chunk: np.ndarray, buffer: np.ndarray, picks: np.ndarray,
+                     slots: np.ndarray | None) -> tuple:
+    """Read one block into ``buffer`` and reduce it: its moments, and the pixels it offers
+    (written into the reservoir's ``slots`` when given, else returned)."""
     block = read(chunk, out=buffer[: len(chunk)])
-    return _moments(block), PixelSample.gather(block, picks)
+    k, c, h, w = block.shape
+    offsets = np.arange(k, dtype=np.int64) * block[0].nbytes
+    moments, offers = block_summary(block.reshape(-1).view(np.uint8), offsets, c, h * w, picks, offers=slots)
+    return moments, (None if slots is not None else offers)
+
+
+def _summarise_mapped_block(mapping: PassMapping, rows: slice, picks: np.ndarray, slots: np.ndarray | None) -> tuple:
+    """Reduce the samples ``rows`` of a pass mapping where they lie (no copy), then drop their
+    pages from the process: the block's moments, and the pixels it offers (as above)."""
+    offsets = mapping.offsets[rows]
+    c, h, w = mapping.sample_shape
+    moments, offers = block_summary(mapping.bytes, offsets, c, h * w, picks, offers=slots)
+    mapping.release(offsets)
+    return moments, (None if slots is not None else offers)
 
 
 def _valid_observations(series: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -315,11 +294,13 @@ def compute_band_stats(
     band (exact percentiles would need the whole split in memory); mean and std are exact. A
     series store counts its valid observations only (see the module docstring).
 
-    Blocks are read in file order and reduced on ``workers`` threads (default: the CPU count,
-    at most 4; reads and numpy release the GIL), each block read and summed by one thread while
-    the next blocks are read and summed by the others; the main thread merges the results in
-    block order, so the figures do not depend on the number of threads. Memory: ``workers + 1``
-    blocks and one float64 sample per thread, whatever the number of samples.
+    Blocks are taken in file order and reduced on ``workers`` threads (default: the CPU count,
+    at most 4; the kernels and reads release the GIL), each block summed by one thread while the
+    next blocks are summed by the others; the main thread merges the results in block order, so
+    the figures do not depend on the number of threads. An uncompressed cube store is summed
+    where it lies, mapped in memory (each block's pages dropped from the process once summed);
+    other stores are read block by block into ``workers + 1`` buffers. Memory: a few blocks and
+    the percentile sample, whatever the number of samples.
     """
     indices = np.sort(np.asarray(indices, dtype=np.int64))  # file order: sequential reads
     info = store.info
@@ -334,26 +315,39 @@ def compute_band_stats(
     sample_shape = (dates, c, t, t) if series else (c, t, t)
     running = RunningBandStats(c)
     sample = PixelSample(c, len(indices), dates * t * t, percentile_budget, seed)
-    chunks = [indices[start : start + block_size] for start in range(0, len(indices), block_size)]
     workers = max(1, min(workers or os.cpu_count() or 1, 4))
-    in_flight = min(workers + 1, len(chunks))  # one block read ahead of the busy threads
-    buffers = [np.empty((block_size, *sample_shape), dtype=np.float32) for _ in range(in_flight)]
-    masks = [np.empty((block_size, dates, t, t), dtype=bool) for _ in range(in_flight)] if series else []
     pool = _block_pool(workers)
     with contextlib.ExitStack() as stack:
-        if store.plain_reads:
+        mapping = None if series else store.map_for_pass(indices)
+        if mapping is not None:  # summed where the samples lie in the page cache: no copy
+            stack.callback(mapping.close)
+            # Nothing is copied, so blocks can be larger: a few MiB each keeps the Python work
+            # per block (~0.1 ms: hand-over, merge, releasing pages) a small share of the pass.
+            block_size = max(block_size, MAPPED_BLOCK_BYTES // (c * t * t * 4))
+        elif store.plain_reads:
             read = functools.partial(store.read, streaming=True)  # os.preadv: threads read in parallel
         else:  # compressed: one HDF5 handle for the pass (h5py runs one call at a time)
             data = sample_dataset(stack.enter_context(store.open()))
             read = functools.partial(read_samples, data)
+        chunks = [indices[start : start + block_size] for start in range(0, len(indices), block_size)]
+        in_flight = min(workers + 1, len(chunks))  # one block read ahead of the busy threads
+        copies = 0 if mapping is not None else in_flight
+        buffers = [np.empty((block_size, *sample_shape), dtype=np.float32) for _ in range(copies)]
+        masks = [np.empty((block_size, dates, t, t), dtype=bool) for _ in range(copies)] if series else []
+
+        # Which pixels each image offers, drawn at once (one generator call, not one per block).
+        all_picks = None if series else sample.draw(len(indices), t * t)
 
         def submit(b: int) -> Future:
             if series:
                 fractions = sample.draw_fractions(len(chunks[b]))  # drawn here, in block order
                 return pool.submit(_summarise_series_block, read, store.read_valid, chunks[b],
                                    buffers[b % in_flight], masks[b % in_flight], fractions)
-            picks = sample.draw(len(chunks[b]), t * t)  # drawn here, in block order
-            return pool.submit(_summarise_block, read, chunks[b], buffers[b % in_flight], picks)
+            rows = slice(b * block_size, b * block_size + len(chunks[b]))
+            slots = sample.reserve(all_picks[rows].size)  # reserved in block order
+            if mapping is not None:
+                return pool.submit(_summarise_mapped_block, mapping, rows, all_picks[rows], slots)
+            return pool.submit(_summarise_block, read, chunks[b], buffers[b % in_flight], all_picks[rows], slots)
 
         pending = [submit(b) for b in range(in_flight)]
         stack.callback(wait, pending)  # on an error too: no thread still reads when the file closes
@@ -362,7 +356,8 @@ def compute_band_stats(
             if b + in_flight < len(chunks):
                 pending[b % in_flight] = submit(b + in_flight)  # block b's buffer is free again
             running.merge(*moments)
-            sample.add(offers)
+            if offers is not None:  # not written in place: the reservoir was full
+                sample.add(offers)
     pct = sample.percentiles(PERCENTILES)
     names = info["band_names"]
     wavelengths = info["wavelengths_nm"]

@@ -22,7 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .store_reader import SampleReader, read_samples
+from .store_reader import PassMapping, SampleReader, read_samples
 from .store_schema import (
     FORMAT_VERSION,
     SAMPLE_DATASET,
@@ -188,6 +188,14 @@ class CubeStore:
         order = np.asarray(indices, dtype=np.int64).reshape(-1)
         reader = self._sample_reader(int(order.max()) if len(order) else -1)
         return reader.read(order, out, streaming=streaming)
+
+    def map_for_pass(self, indices: Sequence[int] | np.ndarray) -> PassMapping | None:
+        """The samples at ``indices`` mapped read-only for one pass that reads them in place
+        (:class:`~.store_reader.PassMapping`: its ``offsets`` follow ``indices``), or None when
+        they cannot be (compressed, an unusual layout, a chunk not written, mapping refused);
+        the caller closes it."""
+        order = np.asarray(indices, dtype=np.int64).reshape(-1)
+        return self._sample_reader(int(order.max()) if len(order) else -1).map_for_pass(order)
 
     def read_one(self, index: int, out: np.ndarray | None = None) -> np.ndarray:
         """The sample at ``index`` as float32 (C, S, S) or (L, C, S, S); ``out``, when given, is

@@ -129,6 +129,30 @@ def _checked(order: np.ndarray, num_samples: int, where: object) -> np.ndarray:
     return order
 
 
+class PassMapping:
+    """A store's sample chunks mapped read-only for one pass over them (the statistics): kernels
+    read the samples where they lie in the page cache, with no copy, and ``release`` drops a
+    block's pages from the process once it is summed, so resident memory stays at a few blocks
+    whatever the store's size (the pages stay in the page cache)."""
+
+    def __init__(self, fd: int, offsets: np.ndarray, chunk_bytes: int, sample_shape: tuple[int, ...]):
+        length = int(offsets.max()) + chunk_bytes
+        self._map = mmap.mmap(fd, length, prot=mmap.PROT_READ)
+        self.bytes = np.frombuffer(self._map, dtype=np.uint8)  # what kernels read, at ``offsets``
+        self.offsets, self.chunk_bytes, self.sample_shape = offsets, chunk_bytes, sample_shape
+
+    def release(self, offsets: np.ndarray) -> None:
+        """Unmap the pages of the chunks at ``offsets`` from this process (MADV_DONTNEED: a file
+        mapping's pages are simply read again from the page cache if touched later)."""
+        if len(offsets) and hasattr(mmap, "MADV_DONTNEED"):
+            start = int(offsets.min()) // mmap.PAGESIZE * mmap.PAGESIZE
+            self._map.madvise(mmap.MADV_DONTNEED, start, int(offsets.max()) + self.chunk_bytes - start)
+
+    def close(self) -> None:
+        self.bytes = None  # the array holds an export of the map, which must go before it closes
+        self._map.close()
+
+
 class SampleReader:
     """One process's read handle on one per-sample dataset of a store: a plain read-only file
     descriptor, and the byte offset of every sample's chunk when the layout allows plain reads
@@ -223,6 +247,22 @@ class SampleReader:
         if target is not out:
             out[...] = target
         return out
+
+    def map_for_pass(self, order: np.ndarray) -> PassMapping | None:
+        """The samples ``order`` mapped for one pass (see :class:`PassMapping`), or None where
+        they cannot all be: not a plain layout, a chunk not allocated, a mapping refused."""
+        num_samples, sample_shape, chunk_bytes, offsets, _ = self.table
+        if offsets is None:
+            return None
+        wanted = offsets[_checked(order, num_samples, self.path)]
+        if not len(wanted) or wanted.min() < 0:
+            return None
+        try:
+            if os.fstat(self.fd).st_size < int(wanted.max()) + chunk_bytes:
+                return None
+            return PassMapping(self.fd, wanted, chunk_bytes, sample_shape)
+        except (OSError, ValueError):
+            return None
 
     def read_one(self, index: int, out: np.ndarray | None) -> np.ndarray:
         num_samples, sample_shape, chunk_bytes, offsets, source = self.table
