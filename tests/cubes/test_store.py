@@ -378,6 +378,37 @@ def test_a_producer_that_fails_midway_leaves_the_batches_before_it_written(store
         store.append(batches())
     with h5py.File(store.path) as f:
         assert f["cubes"].shape[0] == 2 and np.array_equal(f["cubes"][()], values[:2])
+        # their provenance was written too, although it is kept back to be written in groups
+        assert {f[name].shape[0] for name in ("labels", "sample_ids", "content_hash", "source_file", "window")} == {2}
+    assert list(store.column("sample_ids")) == ["a0", "a1"]
+
+
+@pytest.mark.parametrize("group_rows", [1, 3, 4096])
+def test_provenance_written_in_groups_lands_on_the_rows_of_its_samples(store, monkeypatch, group_rows):
+    """Provenance rows are kept back and written a group at a time (store_writer.PROVENANCE_ROWS):
+    whatever the group size, each sample's labels, id, source, window and label map are its own,
+    also when only some batches carry label maps and some samples are duplicates."""
+    from spectral_training.cubes import store_writer
+
+    monkeypatch.setattr(store_writer, "PROVENANCE_ROWS", group_rows)
+    values = _values(9, seed=5)
+    batches = []
+    for b, start in enumerate(range(0, 9, 3)):
+        batch = _batch(values[start : start + 3], source=f"file{b}.h5", prefix=f"f{b}_")
+        batch.labels = np.arange(start, start + 3, dtype=np.int64)
+        batch.windows = np.tile(np.array([[b, 0, 4, 4]], np.int32), (3, 1))
+        if b != 1:  # the middle file has no label map
+            batch.label_maps = np.full((3, 4, 4), b + 1, dtype=np.int32)
+        batches.append(batch)
+    batches.append(_batch(values[:1], source="dup.h5", prefix="dup"))  # a duplicate: no row
+    store.append(batches)
+    assert list(store.column("sample_ids")) == [f"f{b}_{i}" for b in range(3) for i in range(3)]
+    assert list(store.column("labels")) == list(range(9))
+    assert list(store.column("source_file")) == [f"file{b}.h5" for b in range(3) for _ in range(3)]
+    with h5py.File(store.path) as f:
+        assert list(f["window"][:, 0]) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+        assert [int(m[0, 0]) for m in f["label_maps"][()]] == [1, 1, 1, 0, 0, 0, 3, 3, 3]
+    assert np.array_equal(store.read(np.arange(9)), values)
 
 
 def test_chunks_of_64_kib_and_more_start_on_a_page_boundary(tmp_path):
