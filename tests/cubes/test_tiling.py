@@ -61,25 +61,13 @@ def _cut_one_by_one(cube: np.ndarray, windows: np.ndarray) -> np.ndarray:
     return np.stack([cube[:, r : r + h, c : c + w] for r, c, h, w in windows]).astype(np.float32)
 
 
-def test_cut_of_a_full_grid_takes_the_strided_copy_and_equals_tile_by_tile():
-    from spectral_training.cubes.tiling import _grid_shape, cut
+def test_cut_equals_tile_by_tile_for_any_window_set_and_casts_to_float32():
+    from spectral_training.cubes.tiling import cut
 
     cube = np.random.default_rng(0).normal(size=(3, 12, 16)).astype("f4")
-    windows = tile_windows(12, 16, 4, 4)
-    assert _grid_shape(windows) == (3, 4)
-    assert np.array_equal(cut(cube, windows), _cut_one_by_one(cube, windows))
-    inner = np.array([(r, c, 4, 4) for r in (2, 6) for c in (1, 5, 9)], np.int32)  # an offset sub-grid
-    assert _grid_shape(inner) == (2, 3)
-    assert np.array_equal(cut(cube, inner), _cut_one_by_one(cube, inner))
-    as_uint16 = (np.abs(cube) * 1000).astype(np.uint16)  # a cast on the way, as the loop does
-    assert np.array_equal(cut(as_uint16, windows), _cut_one_by_one(as_uint16, windows))
-
-
-def test_cut_of_other_window_sets_takes_the_loop_and_equals_tile_by_tile():
-    from spectral_training.cubes.tiling import _grid_shape, cut
-
-    cube = np.random.default_rng(1).normal(size=(2, 10, 10)).astype("f4")
     cases = {
+        "a full grid": tile_windows(12, 16, 4, 4),
+        "an offset sub-grid": np.array([(r, c, 4, 4) for r in (2, 6) for c in (1, 5, 9)], np.int32),
         "edge-aligned (overlapping last row and column)": tile_windows(10, 10, 4, 4),
         "overlapping stride": tile_windows(10, 10, 4, 2),
         "a partial batch of a grid": tile_windows(8, 8, 2, 2)[:10],
@@ -87,10 +75,21 @@ def test_cut_of_other_window_sets_takes_the_loop_and_equals_tile_by_tile():
         "one window": np.array([[3, 5, 4, 4]], np.int32),
     }
     for name, windows in cases.items():
-        if name != "one window":
-            assert _grid_shape(windows) is None, name
         assert np.array_equal(cut(cube, windows), _cut_one_by_one(cube, windows)), name
-    assert cut(cube, np.zeros((0, 4), np.int32)).shape[0] == 0
+    as_uint16 = (np.abs(cube) * 1000).astype(np.uint16)  # a cast on the way
+    got = cut(as_uint16, tile_windows(12, 16, 4, 4))
+    assert got.dtype == np.float32 and np.array_equal(got, _cut_one_by_one(as_uint16, tile_windows(12, 16, 4, 4)))
+    assert np.array_equal(cut(cube[:, ::-1], cases["a full grid"]), _cut_one_by_one(cube[:, ::-1], cases["a full grid"]))
+    assert cut(cube, np.zeros((0, 4), np.int32)).shape == (0, 3, 0, 0)
+
+
+@pytest.mark.parametrize("window", [[10, 0, 4, 4], [0, -1, 4, 4], [0, 0, 4, 3]])
+def test_a_window_outside_the_cube_is_refused_before_any_copy(window):
+    from spectral_training.cubes.tiling import cut
+
+    cube = np.zeros((2, 12, 16), np.float32)
+    with pytest.raises(ValueError, match=r"\[.*\] is not a 4 x 4 window inside the 12 x 16 image"):
+        cut(cube, np.array([[0, 0, 4, 4], window], np.int32))
 
 
 def test_all_finite_tiles_take_the_fast_check_with_nothing_repaired():
