@@ -109,17 +109,26 @@ def test_padded_bands_are_never_scored():
         assert [v.item() for v in parts.values()] == pytest.approx([v.item() for v in ref_parts], rel=1e-5)
 
 
-@pytest.mark.parametrize("pad", [0, 1])
-def test_matches_plain_autograd_in_value_and_gradient(pad):
-    torch.manual_seed(1)
-    G, s = 3, 2
-    pred = (3 * torch.randn(2, G, 4, s, 5, dtype=torch.float64)).requires_grad_()  # some values out of range
-    target = 3 * torch.randn(2, G, 4, s, 5, dtype=torch.float64)
-    mask = (torch.rand(2, G, 4) < 0.6).double()
+def random_case(seed, G, s, q, pad, pred_scale, target_scale=1.0, dtype=torch.float32):
+    """(pred, target, mask, band_valid): 2 images of 4 tokens per group, ~60 % masked, the last
+    group's last ``pad`` bands padding."""
+    torch.manual_seed(seed)
+    pred = (pred_scale * torch.randn(2, G, 4, s, q, dtype=dtype)).requires_grad_()
+    target = target_scale * torch.randn(2, G, 4, s, q, dtype=dtype)
+    mask = (torch.rand(2, G, 4) < 0.6).to(dtype)
+    mask[0, 0, 0] = 1.0
     band_valid = None
     if pad:
         band_valid = torch.ones(G, s, dtype=torch.bool)
         band_valid[-1, s - pad :] = False
+    return pred, target, mask, band_valid
+
+
+@pytest.mark.parametrize("pad", [0, 1])
+def test_matches_plain_autograd_in_value_and_gradient(loss_path, pad):
+    # float64, some values out of range
+    pred, target, mask, band_valid = random_case(1, G=3, s=2, q=5, pad=pad, pred_scale=3.0, target_scale=3.0,
+                                                 dtype=torch.float64)
     total, parts = mae_spectral_loss(pred, target, mask, band_valid)
     ref_total, ref_parts = reference_loss(pred, target, mask, band_valid)
     for a, b in zip([total, *parts.values()], [ref_total, *ref_parts]):
@@ -151,7 +160,7 @@ def test_compiles_as_one_graph_with_the_eager_value_and_gradient(scale):
     torch.testing.assert_close(compiled_grad, eager_grad)
 
 
-def test_gradcheck():
+def test_gradcheck(loss_path):
     torch.manual_seed(2)
     pred = (3 * torch.randn(1, 2, 2, 2, 3, dtype=torch.float64)).requires_grad_()
     target = torch.randn(1, 2, 2, 2, 3, dtype=torch.float64)
@@ -185,3 +194,39 @@ def test_weights_and_registry():
     t = spectra([1.0, 2.0], [3.0, 1.0])
     total, parts = MAESpectralLoss(weights=SAM_ONLY)(2 * t.flip(3), t, torch.ones(1, 1, 1))
     assert total.item() == pytest.approx(parts["sam"].item())
+
+
+@pytest.fixture(params=["kernels", "torch ops"])
+def loss_path(request, monkeypatch):
+    """Both ways the loss is computed: the numba kernels (eager, on the CPU) and the torch ops
+    (CUDA, MPS and torch.compile)."""
+    from spectral_training.models import losses
+
+    if request.param == "torch ops":
+        monkeypatch.setattr(losses, "_cpu_kernels", lambda p: False)
+    return request.param
+
+
+@pytest.mark.parametrize("G, pad, value_scale", [(1, 0, 1.0), (1, 0, 3.0), (3, 1, 1.0), (3, 1, 3.0)])
+def test_both_paths_match_plain_autograd_in_float32(loss_path, G, pad, value_scale):
+    """float32, as training runs it (the kernels' acos is a 2e-8 rad polynomial there): one band
+    group and several, padding, and values outside the range (the range term active) or not."""
+    pred, target, mask, band_valid = random_case(4, G=G, s=3, q=16, pad=pad, pred_scale=value_scale)
+    total, parts = mae_spectral_loss(pred, target, mask, band_valid)
+    ref_total, ref_parts = reference_loss(pred, target, mask, band_valid)
+    for a, b in zip([total, *parts.values()], [ref_total, *ref_parts]):
+        assert a.item() == pytest.approx(b.item(), rel=2e-5, abs=1e-7)
+    grad, = torch.autograd.grad(total, pred)
+    ref_grad, = torch.autograd.grad(ref_total, pred)
+    scored = mask.bool()[:, :, :, None, None].expand_as(pred)
+    # the plain oracle's gradient is NaN on visible tokens (0/0 in its unscored angles): ours is 0 there
+    assert torch.equal(grad[~scored], torch.zeros_like(grad[~scored]))
+    torch.testing.assert_close(grad[scored], ref_grad.float()[scored], rtol=1e-4, atol=1e-7)
+
+
+def test_a_nan_prediction_makes_the_loss_nan(loss_path):
+    """The training loop stops on a non-finite loss: neither path may hide a NaN."""
+    pred = torch.randn(1, 1, 4, 3, 8)
+    pred[0, 0, 2, 1, 5] = float("nan")
+    total, _ = mae_spectral_loss(pred, torch.randn(1, 1, 4, 3, 8), torch.ones(1, 1, 4))
+    assert torch.isnan(total)
