@@ -533,7 +533,7 @@ def bench_random_read(ws: Workspace, store_path: Path, label: str, repeats: int,
             baseline_label="np.fromfile", min_ratio=target),
         row(bench, f"{label}: read_samples (open file)", gbps["read_samples"], "GB/s", baseline=base,
             baseline_label="np.fromfile",
-            note="the statistics pass's streaming reader: one preadv per sample, no mapping, so its resident memory stays flat"),
+            note="reads from a file opened with h5py (a compressed store's statistics pass): one preadv per sample where the layout allows"),
         row(bench, f"{label}: h5py fancy indexing", gbps["h5py fancy"], "GB/s", baseline=base,
             baseline_label="np.fromfile"),
     ]

@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run again with torch, oneDNN and numpy capped at AVX2, into RESULTS-avx2.md and results-avx2/")
     raw = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(raw)
+    args.results_dir, args.report = args.results_dir.resolve(), args.report.resolve()  # relative to where it runs
     if args.emulate_avx2:
         return _run_capped([a for a in raw if a != "--emulate-avx2"])
     command = "python -m benchmarks.run_all " + " ".join(raw)
