@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from spectral_training.cubes.band_kernels import block_summary, gather_pixels, row_percentiles
+from spectral_training.cubes.band_kernels import block_summary, row_percentiles
 
 
 def _as_bytes_at(samples: np.ndarray, gap: int) -> tuple[np.ndarray, np.ndarray]:
@@ -71,14 +71,6 @@ def test_block_summary_rejects_offsets_and_picks_out_of_range():
         block_summary(buffer, np.array([0]), 2, 4, np.array([[4]]))
     with pytest.raises(ValueError, match="uint8"):
         block_summary(buffer.view(np.float32), np.array([0]), 2, 4, np.zeros((1, 0), np.int64))
-
-
-def test_gather_pixels_is_numpys_fancy_indexing():
-    rng = np.random.default_rng(2)
-    block = rng.standard_normal((3, 5, 16)).astype(np.float32)
-    picks = rng.integers(0, 16, size=(3, 4))
-    want = block[np.arange(3)[:, None], :, picks].transpose(2, 0, 1).reshape(5, -1)
-    assert np.array_equal(gather_pixels(block, picks), want)
 
 
 @pytest.mark.parametrize("values", [

@@ -127,28 +127,6 @@ def block_summary(source: np.ndarray, offsets: np.ndarray, num_bands: int, pixel
     return moments, offers
 
 
-@njit(nogil=True, cache=True)
-def _gather_pixels(block, picks, out):
-    num_images, per_image = picks.shape
-    for c in range(block.shape[1]):  # band by band: each output row is written in order
-        for k in range(num_images):
-            row = block[k, c]
-            for m in range(per_image):
-                out[c, k * per_image + m] = row[picks[k, m]]
-
-
-def gather_pixels(block: np.ndarray, picks: np.ndarray) -> np.ndarray:
-    """The pixels ``picks`` (int64 (k, m) flat indices) of each image of a float32 (k, C, P)
-    block, as (C, k * m) float32 in image order: what ``block[k, :, picks[k]]`` gives, without
-    numpy's fancy-indexing machinery (~8 ns per value)."""
-    k, c, p = block.shape
-    if picks.shape[0] != k or (picks.size and (picks.min() < 0 or picks.max() >= p)):
-        raise IndexError(f"gather_pixels: picks {picks.shape} out of range for a block of {k} images of {p} pixels")
-    out = np.empty((c, picks.size), dtype=np.float32)
-    _gather_pixels(block, np.ascontiguousarray(picks, dtype=np.int64), out)
-    return out
-
-
 _SELECT_BINS_LOG2 = 12  # 4096 bins: a 20,000-pixel band leaves ~5 values per bin to sort
 
 

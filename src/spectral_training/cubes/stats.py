@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from .band_kernels import block_summary, gather_pixels, row_percentiles
+from .band_kernels import block_summary, row_percentiles
 from .store import CubeStore, PassMapping, read_samples
 from .store_schema import sample_dataset
 
@@ -80,8 +80,9 @@ class RunningBandStats:
         return np.sqrt(self.m2 / np.maximum(self.count, 1))
 
 
-def _moments(block: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(count, mean, M2, min, max) per band of a (k, C, H, W) block."""
+def block_moments(block: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(count, mean, M2, min, max) per band of a (k, C, H, W) block, as float64 (each (sample,
+    band) row by the compiled kernel, merged with Chan's formula: see the module docstring)."""
     k, c, h, w = block.shape
     if k == 0 or h * w == 0:
         return (np.zeros(c, dtype=np.int64), np.zeros(c), np.zeros(c), np.full(c, np.inf), np.full(c, -np.inf))
@@ -114,12 +115,6 @@ _BLOCK_POOLS = {n: _PerProcessPool(n, f"band-stats-{n}") for n in range(1, 5)}
 
 def _block_pool(workers: int) -> ThreadPoolExecutor:
     return _BLOCK_POOLS[workers].get()
-
-
-def block_moments(block: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(count, mean, M2, min, max) per band of a (k, C, H, W) block, as float64 (each (sample,
-    band) row by the compiled kernel, merged with Chan's formula: see the module docstring)."""
-    return _moments(block)
 
 
 class PixelSample:
@@ -164,7 +159,8 @@ class PixelSample:
     def gather(block: np.ndarray, picks: np.ndarray) -> np.ndarray:
         """The picked pixels of a (k, C, H, W) block as (C, k * per_sample) float32."""
         k, c, h, w = block.shape
-        return gather_pixels(np.ascontiguousarray(block, dtype=np.float32).reshape(k, c, h * w), picks)
+        flat = block.reshape(k, c, h * w)
+        return flat[np.arange(k)[:, None], :, picks].transpose(2, 0, 1).reshape(c, -1)  # (k, m, C) -> (C, k*m)
 
     def reserve(self, m: int) -> np.ndarray | None:
         """The reservoir's next ``m`` slots, (C, m), for the next ``m`` offers to be written in
