@@ -86,9 +86,13 @@ def block_moments(block: np.ndarray) -> tuple[np.ndarray, ...]:
     k, c, h, w = block.shape
     if k == 0 or h * w == 0:
         return (np.zeros(c, dtype=np.int64), np.zeros(c), np.zeros(c), np.full(c, np.inf), np.full(c, -np.inf))
-    flat = np.ascontiguousarray(block, dtype=np.float32).reshape(-1).view(np.uint8)
-    offsets = np.arange(k, dtype=np.int64) * (c * h * w * 4)
-    return block_summary(flat, offsets, c, h * w, np.empty((k, 0), dtype=np.int64))[0]
+    return block_summary(*_as_bytes(block), c, h * w, np.empty((k, 0), dtype=np.int64))[0]
+
+
+def _as_bytes(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A (k, C, H, W) block as the kernel reads samples: float32 bytes, and each sample's offset."""
+    flat = np.ascontiguousarray(block, dtype=np.float32)
+    return flat.reshape(-1).view(np.uint8), np.arange(len(block), dtype=np.int64) * flat[0].nbytes
 
 
 class _PerProcessPool:
@@ -209,10 +213,8 @@ def _summarise_block(read: Callable, chunk: np.ndarray, buffer: np.ndarray, pick
     """Read one block into ``buffer`` and reduce it: its moments, and the pixels it offers
     (written into the reservoir's ``slots`` when given, else returned)."""
     block = read(chunk, out=buffer[: len(chunk)])
-    k, c, h, w = block.shape
-    offsets = np.arange(k, dtype=np.int64) * block[0].nbytes
-    moments, offers = block_summary(block.reshape(-1).view(np.uint8), offsets, c, h * w, picks, offers=slots)
-    return moments, (None if slots is not None else offers)
+    _, c, h, w = block.shape
+    return _summary(*_as_bytes(block), c, h * w, picks, slots)
 
 
 def _summarise_mapped_block(mapping: PassMapping, rows: slice, picks: np.ndarray, slots: np.ndarray | None) -> tuple:
@@ -220,9 +222,15 @@ def _summarise_mapped_block(mapping: PassMapping, rows: slice, picks: np.ndarray
     pages from the process: the block's moments, and the pixels it offers (as above)."""
     offsets = mapping.offsets[rows]
     c, h, w = mapping.sample_shape
-    moments, offers = block_summary(mapping.bytes, offsets, c, h * w, picks, offers=slots)
+    summary = _summary(mapping.bytes, offsets, c, h * w, picks, slots)
     mapping.release(offsets)
-    return moments, (None if slots is not None else offers)
+    return summary
+
+
+def _summary(source: np.ndarray, offsets: np.ndarray, bands: int, pixels: int, picks: np.ndarray,
+             slots: np.ndarray | None) -> tuple:
+    moments, offers = block_summary(source, offsets, bands, pixels, picks, offers=slots)
+    return moments, (None if slots is not None else offers)  # offers written in place need no add
 
 
 def _valid_observations(series: np.ndarray, valid: np.ndarray) -> np.ndarray:
