@@ -132,40 +132,8 @@ class _MAESpectralLossFn(torch.autograd.Function):
                 del outside
 
             cpu_kernels = _cpu_kernels(p)
-            if cpu_kernels:  # one compiled pass: the (B, N, q) spectrum sums of every pixel
-                DOT, quad, lin = _band_sums_kernel(p, t, w[..., 0, 0])
-            else:
-                # band sums per (token, pixel), each (B, G, N, q), one band at a time: s multiply-adds
-                # on (B, G, N, q) slices touch the data ~3x less than reducing full-size products
-                dot = p.new_empty(B, G, N, q)  # p.t
-                quad = p.new_empty(2, B, G, N, q)  # |p|^2, |t|^2
-                lin = p.new_empty(2, B, G, N, q)  # sum p, sum t
-                p0, t0 = p[:, :, :, 0], t[:, :, :, 0]
-                torch.mul(p0, t0, out=dot)
-                torch.mul(p0, p0, out=quad[0])
-                torch.mul(t0, t0, out=quad[1])
-                if s == 1:
-                    lin[0].copy_(p0)
-                    lin[1].copy_(t0)
-                else:
-                    torch.add(p0, p[:, :, :, 1], out=lin[0])
-                    torch.add(t0, t[:, :, :, 1], out=lin[1])
-                for j in range(1, s):
-                    pj, tj = p[:, :, :, j], t[:, :, :, j]
-                    dot.addcmul_(pj, tj)
-                    quad[0].addcmul_(pj, pj)
-                    quad[1].addcmul_(tj, tj)
-                    if j > 1:
-                        lin[0].add_(pj)
-                        lin[1].add_(tj)
-
-                # per-pixel spectra: add up the masked groups at each pixel -> (B, N, q) / (2, B, N, q)
-                if G > 1:
-                    for x in (dot, quad, lin):
-                        x.mul_(w4)  # visible tokens -> 0
-                    DOT, quad, lin = dot.sum(1), quad.sum(2), lin.sum(2)
-                else:  # one group: a pixel's spectrum is its token's; visible tokens are left out by `has` below
-                    DOT, quad, lin = dot[:, 0], quad[:, :, 0], lin[:, :, 0]
+            band_sums_of = _band_sums_kernel if cpu_kernels else _band_sums_torch
+            DOT, quad, lin = band_sums_of(p, t, w[..., 0, 0])  # (B, N, q), (2, B, N, q), (2, B, N, q)
             NB = (w4 * bands).sum(1)  # (B, N, 1) scored bands at each pixel
             n_el = NB.sum() * q  # scored elements
             inv_n_el = 1.0 / n_el.clamp_min(1.0)
@@ -287,8 +255,45 @@ def _pixel_terms_torch(DOT, quad, lin, NB, has, has2, inv_n_pix, inv_n_pix2, wan
     return squared_error, angles, gaps, (sam_p, sam_t, g_var, mean[0])
 
 
+def _band_sums_torch(p: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The spectrum sums of every pixel, ``(DOT (B, N, q), quad = (|p|^2, |t|^2), lin = (sum p,
+    sum t), (2, B, N, q))``, over the s bands of its token and, with G > 1 band groups, over the
+    groups weighted by their token's ``w`` (B, G, N); one group is summed as it is (visible tokens
+    are left out per pixel afterwards)."""
+    B, G, N, s, q = p.shape
+    # band sums per (token, pixel), each (B, G, N, q), one band at a time: s multiply-adds
+    # on (B, G, N, q) slices touch the data ~3x less than reducing full-size products
+    dot = p.new_empty(B, G, N, q)  # p.t
+    quad = p.new_empty(2, B, G, N, q)  # |p|^2, |t|^2
+    lin = p.new_empty(2, B, G, N, q)  # sum p, sum t
+    p0, t0 = p[:, :, :, 0], t[:, :, :, 0]
+    torch.mul(p0, t0, out=dot)
+    torch.mul(p0, p0, out=quad[0])
+    torch.mul(t0, t0, out=quad[1])
+    if s == 1:
+        lin[0].copy_(p0)
+        lin[1].copy_(t0)
+    else:
+        torch.add(p0, p[:, :, :, 1], out=lin[0])
+        torch.add(t0, t[:, :, :, 1], out=lin[1])
+    for j in range(1, s):
+        pj, tj = p[:, :, :, j], t[:, :, :, j]
+        dot.addcmul_(pj, tj)
+        quad[0].addcmul_(pj, pj)
+        quad[1].addcmul_(tj, tj)
+        if j > 1:
+            lin[0].add_(pj)
+            lin[1].add_(tj)
+    if G == 1:  # a pixel's spectrum is its token's
+        return dot[:, 0], quad[:, :, 0], lin[:, :, 0]
+    w4 = w[..., None]  # (B, G, N, 1)
+    for x in (dot, quad, lin):
+        x.mul_(w4)  # visible tokens -> 0
+    return dot.sum(1), quad.sum(2), lin.sum(2)
+
+
 def _band_sums_kernel(p: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(DOT (B, N, q), quad (2, B, N, q), lin (2, B, N, q)) of the torch path, in one compiled pass."""
+    """:func:`_band_sums_torch` in one compiled pass (``loss_kernels.band_sums``)."""
     B, G, N, s, q = p.shape
     DOT, quad, lin = p.new_empty(B, N, q), p.new_empty(2, B, N, q), p.new_empty(2, B, N, q)
     band_sums(p.numpy(), t.numpy(), w.numpy(), DOT.numpy(), quad[0].numpy(), quad[1].numpy(),
