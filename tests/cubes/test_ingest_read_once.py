@@ -179,7 +179,11 @@ def test_each_source_file_is_read_once_per_ingestion(raw, tmp_path, monkeypatch)
     for name in ("_read_hdf5", "_read_npy", "_read_geotiff", "_read_photo"):
         real = getattr(readers, name)
         monkeypatch.setattr(readers, name, lambda path, *a, _real=real, **k: reads.update([Path(path).name]) or _real(path, *a, **k))
-    from spectral_training.cubes import cube_headers, photos
+    from spectral_training.cubes import cube_headers, ingest_append, photos
+
+    real_plain = ingest_append.read_plain_cube  # e.h5: plain bytes, read without HDF5
+    monkeypatch.setattr(ingest_append, "read_plain_cube",
+                        lambda path, *a, **k: reads.update([Path(path).name]) or real_plain(path, *a, **k))
 
     monkeypatch.setattr(cube_headers, "read_photo", lambda *a, **k: pytest.fail("the header decoded a photo"))
     monkeypatch.setattr(photos.Image.Image, "load", lambda *a, **k: pytest.fail("the scan decoded a photo"))
@@ -192,7 +196,7 @@ def test_each_source_file_is_read_once_per_ingestion(raw, tmp_path, monkeypatch)
     assert reads == Counter({"a.h5": 1, "b.npy": 1, "c.tif": 1, "e.h5": 1})
 
 
-# ---- reading a source: plain bytes for contiguous HDF5, the next file read ahead ---------------
+# ---- reading a source: plain bytes for contiguous HDF5, found by the scan ----------------------
 @pytest.mark.parametrize("dtype", ["float32", "uint16", "int16"])
 @pytest.mark.parametrize("chunks", [None, (1, 8, 8)])
 def test_contiguous_hdf5_read_as_plain_bytes_equals_h5py(tmp_path, dtype, chunks):
@@ -209,32 +213,59 @@ def test_contiguous_hdf5_read_as_plain_bytes_equals_h5py(tmp_path, dtype, chunks
     assert data.dtype == np.float32 and np.array_equal(data, values.astype(np.float32))
 
 
-def test_the_next_file_is_read_ahead_in_order_and_its_error_comes_with_it():
-    from spectral_training.cubes import ingest_append as ingest
-
-    entries = [ingest.FileEntry(f"f{i}.h5", [1, 4, 4], None, False, 0.0) for i in range(4)]
-
-    def read(entry):
-        if entry.file == "f2.h5":
-            raise ValueError("f2 is broken")
-        return entry.file.upper()
-
-    reads = ingest._read_ahead(entries, read)
-    assert next(reads) == (entries[0], "F0.H5")
-    assert next(reads) == (entries[1], "F1.H5")
-    with pytest.raises(ValueError, match="f2 is broken"):  # raised when f2 comes, not while f1 is worked on
-        next(reads)
+@pytest.mark.parametrize("dtype,scale", [("float32", None), ("uint16", 0.5), ("int16", None)])
+def test_pixels_the_scan_found_plain_are_read_without_hdf5_as_the_reader_reads_them(tmp_path, dtype, scale):
+    values = np.random.default_rng(1).uniform(0, 1000, size=(3, 8, 8)).astype(dtype)
+    path = tmp_path / "cube.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("cube", data=values)
+    header = readers.read_cube_header(path)
+    assert header.plain_pixels is not None and header.plain_pixels.dtype == dtype
+    data = readers.read_plain_cube(path, header.shape, header.plain_pixels, scale)
+    want = readers.read_cube(path, scale=scale).data
+    assert data.dtype == np.float32 and np.array_equal(data, want)
 
 
-def test_a_big_file_is_not_read_ahead(monkeypatch):
-    from spectral_training.cubes import ingest_append as ingest
+@pytest.mark.parametrize("layout", ["chunked", "gzip", "HWC"])
+def test_pixels_that_are_not_plain_chw_bytes_have_no_plain_location(tmp_path, layout):
+    values = np.ones((3, 8, 8) if layout != "HWC" else (8, 8, 3), np.float32)
+    path = tmp_path / "cube.h5"
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset("cube", data=values, chunks=(1, 8, 8) if layout == "chunked" else None,
+                              compression="gzip" if layout == "gzip" else None)
+        if layout == "HWC":
+            ds.attrs["layout"] = "HWC"
+    assert readers.read_cube_header(path).plain_pixels is None
 
-    monkeypatch.setattr(ingest, "READ_AHEAD_MAX_BYTES", 4 * 16)  # files of 1 x 4 x 4 float32 only
-    entries = [ingest.FileEntry("small.h5", [1, 4, 4], None, False, 0.0),
-               ingest.FileEntry("big.h5", [2, 4, 4], None, False, 0.0),
-               ingest.FileEntry("last.h5", [1, 4, 4], None, False, 0.0)]
-    started = []
-    reads = ingest._read_ahead(entries, lambda entry: started.append(entry.file) or entry.file)
-    assert next(reads) == (entries[0], "small.h5")
-    assert started == ["small.h5"]  # big.h5 waits for its turn: memory never holds two big files
-    assert [name for _, name in reads] == ["big.h5", "last.h5"]
+
+def test_a_file_changed_after_the_scan_is_read_again_through_its_reader(raw, tmp_path):
+    old = np.ones(SHAPE, np.float32)
+    with h5py.File(raw / "a.h5", "w") as f:
+        f["cube"] = old
+    plan = scan_folder(raw, params())
+    [entry] = plan.accepted
+    assert entry.plain_pixels is not None
+    plan = type(plan).from_dict(plan.to_dict())  # as the pipeline passes it: through JSON
+    assert plan.accepted[0].plain_pixels == entry.plain_pixels
+    new = np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE)
+    with h5py.File(raw / "a.h5", "w") as f:  # rewritten: another layout, so the old offset is wrong
+        f.create_dataset("cube", data=new, chunks=(1, 4, 4))
+    store = CubeStore(tmp_path / "cubes.h5")
+    record = PendingAppend(plan, params()).write_into(store)
+    windows = store.column("window")
+    assert record["appended"] == 4
+    for tile, (r, c, h, w) in zip(store.read(np.arange(4)), windows):
+        assert np.array_equal(tile, new[:, r : r + h, c : c + w])
+
+
+def test_a_file_truncated_after_the_scan_is_rejected_with_its_reason(raw, tmp_path):
+    write_hdf5_cube(raw / "a.h5", SHAPE)
+    write_hdf5_cube(raw / "b.h5", SHAPE, seed=1)
+    plan = scan_folder(raw, params())
+    content = (raw / "b.h5").read_bytes()
+    (raw / "b.h5").write_bytes(content[: len(content) // 2])
+    store = CubeStore(tmp_path / "cubes.h5")
+    record = PendingAppend(plan, params()).write_into(store)
+    [failed] = record["failed_files"]
+    assert failed["file"] == "b.h5" and "Fix:" in failed["reason"]
+    assert record["appended"] == 4  # a.h5's tiles

@@ -23,10 +23,11 @@ policy on values (the share of non-finite values is ingestion's).
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -58,12 +59,28 @@ from .photos import PHOTO_SUFFIXES, RGB_BAND_NAMES, RGB_WAVELENGTHS_NM, PhotoErr
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class PlainPixels:
+    """Where a cube lies in its file as plain bytes: C-contiguous ``(C, H, W)`` values of
+    ``dtype`` (native byte order) from byte ``offset``, found when the file had ``file_size``
+    bytes and was last modified at ``file_mtime_ns``. A reader trusts the offset only while the
+    file still has that size and time (:func:`.readers.read_plain_cube`); a changed file is read
+    through its format again, with every check."""
+
+    offset: int
+    dtype: str
+    file_size: int
+    file_mtime_ns: int
+
+
 @dataclass
 class CubeHeader:
     """A raw cube file's metadata, as :class:`.readers.RawCube` carries it beside the data.
 
     ``shape`` is the ``(C, H, W)`` of the float32 data ``read_cube`` returns; the other fields
-    mean what the ``RawCube`` fields of the same name mean.
+    mean what the ``RawCube`` fields of the same name mean. ``plain_pixels`` says where the
+    pixels lie as plain bytes, when they do (an uncompressed, contiguous CHW HDF5 dataset): a
+    reader may then read them with one positioned read, without HDF5.
     """
 
     path: Path
@@ -73,6 +90,7 @@ class CubeHeader:
     band_names: list[str] | None
     source_layout: str
     source_dtype: str
+    plain_pixels: PlainPixels | None = field(default=None, compare=False)
 
 
 def read_cube_header(
@@ -166,6 +184,26 @@ def _hdf5_labels_dataset(
     return obj
 
 
+def plain_hdf5_offset(dataset: h5py.Dataset) -> int | None:
+    """The file offset of a dataset stored as plain native integer or float bytes (contiguous,
+    no filter, not external, allocated), or None for any other storage."""
+    if dataset.chunks is not None or dataset.compression is not None or dataset.external:
+        return None
+    if dataset.dtype.kind not in "iuf" or not dataset.dtype.isnative:
+        return None
+    offset = dataset.id.get_offset()  # None when never written: HDF5 supplies the fill value
+    return None if offset is None else int(offset)
+
+
+def plain_hdf5_pixels(dataset: h5py.Dataset) -> PlainPixels | None:
+    """:class:`PlainPixels` of a CHW cube dataset, or None when its bytes are not plain."""
+    offset = plain_hdf5_offset(dataset)
+    if offset is None:
+        return None
+    stat = os.stat(dataset.file.filename)
+    return PlainPixels(offset, dataset.dtype.name, int(stat.st_size), int(stat.st_mtime_ns))
+
+
 @contextmanager
 def open_hdf5_cube(
     path: Path, *, cube_key: str | None, layout: str, labels_key: str
@@ -196,7 +234,8 @@ def open_hdf5_cube(
             _check_per_band(band_names, n_bands, path, "band names")
             labels = _hdf5_labels_dataset(h5, cube, labels_key, (height, width), path)
             header = CubeHeader(path, (n_bands, height, width), labels is not None, wavelengths_nm, band_names,
-                                source_layout, cube.dtype.name)
+                                source_layout, cube.dtype.name,
+                                plain_pixels=plain_hdf5_pixels(cube) if source_layout == "CHW" else None)
             yield header, cube, labels
     except CubeFileError:
         raise

@@ -147,7 +147,8 @@ def scan_folder(
         if h < params.tile_size or w < params.tile_size:
             reject(rel, f"image is {h}x{w} px, smaller than tile_size {params.tile_size}. Fix: lower ingestion.tile_size")
             continue
-        entry = FileEntry(rel, [c, h, w], class_of(rel, params.label_source, use_folders), header.has_label_map)
+        entry = FileEntry(rel, [c, h, w], class_of(rel, params.label_source, use_folders), header.has_label_map,
+                          plain_pixels=header.plain_pixels)
         candidates.append((entry, header))
 
     num_bands = info["num_bands"] if info else _most_common_band_count([e for e, _ in candidates])

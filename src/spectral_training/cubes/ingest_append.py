@@ -1,16 +1,18 @@
-"""Ingestion, step 2: read each accepted file's pixels once (the next file on a thread), reject
-what only pixels show, tile, repair and append the new tiles to the store, rolling it back when
-the run raises."""
+"""Ingestion, step 2: read each accepted file's pixels once, reject what only pixels show, tile,
+repair, hash and append the new tiles to the store, rolling it back when the run raises.
+
+Reading, checking, cutting and hashing run on a thread a few batches ahead of the store's
+writes (:func:`.run_ahead.run_ahead`). Files whose pixels the scan found plain are read with
+positioned reads and no HDF5 call, so that thread and the writes do not wait for each other.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -27,8 +29,10 @@ from .ingest_plan import (
     nonfinite_fraction,
     too_many_nonfinite,
 )
-from .readers import RawCube
+from .readers import CubeFileError, read_plain_cube
+from .run_ahead import run_ahead
 from .store import CubeStore, TileBatch
+from .store_schema import HASH_FUNCTIONS
 from .tiling import RepairResult, batched, cut, cut_maps, majority_labels, repair_nonfinite, tile_windows
 
 log = logging.getLogger("spectral_training.cubes.ingest")
@@ -54,43 +58,43 @@ def tile_labels(count: int, file_class: int | None, maps: np.ndarray | None) -> 
     return np.full(count, -1, dtype=np.int64)
 
 
-def _read_accepted(path: Path, entry: FileEntry, params: IngestionParams, reject: Rejections) -> tuple[RawCube, float] | None:
-    """The file's pixels and their non-finite fraction, or None when ``reject`` was told why not."""
+@dataclass
+class SourcePixels:
+    """What the append takes from one accepted file: its float32 (C, H, W) pixels, its label map
+    (int32 (H, W) or None) and the fraction of its values that are NaN/Inf."""
+
+    data: np.ndarray
+    label_map: np.ndarray | None
+    nonfinite: float
+
+
+def _read_pixels(path: Path, entry: FileEntry, params: IngestionParams) -> tuple[np.ndarray, np.ndarray | None]:
+    """The file's pixels and label map: with one positioned read where the scan found them
+    plain and the file is unchanged (no HDF5 call, so the store's writes go on meanwhile), else
+    through its reader, which checks the header again."""
+    if entry.plain_pixels is not None and not entry.has_label_map:
+        data = read_plain_cube(path, entry.shape, entry.plain_pixels, params.scale)
+        if data is not None:
+            return data, None
+    cube = _read(path, params)
+    if list(cube.data.shape) != list(entry.shape):
+        raise CubeFileError(path, f"it changed since the scan: its (C, H, W) is now {list(cube.data.shape)}, the "
+                            f"scan found {entry.shape}.", "run ingestion again")
+    return cube.data, cube.label_map
+
+
+def _read_accepted(path: Path, entry: FileEntry, params: IngestionParams, reject: Rejections) -> SourcePixels | None:
+    """The file's pixels, or None when ``reject`` was told why not."""
     try:
-        cube = _read(path, params)
+        data, label_map = _read_pixels(path, entry, params)
     except Exception as err:  # what only the pixels show, or the file changed or vanished since the scan
         reject.unreadable(entry.file, err)
         return None
-    if list(cube.data.shape) != list(entry.shape):
-        reject(entry.file, f"changed since the scan: its (C, H, W) is now {list(cube.data.shape)}, the scan found "
-               f"{entry.shape}. Fix: run ingestion again")
-        return None
-    nonfinite = nonfinite_fraction(cube.data)
+    nonfinite = nonfinite_fraction(data)
     if nonfinite > params.max_nonfinite_file:
         reject(entry.file, too_many_nonfinite(nonfinite, params))
         return None
-    return cube, nonfinite
-
-
-READ_AHEAD_MAX_BYTES = 1 << 30  # a file read while the previous one is written is held in memory too
-
-
-def _read_ahead(entries: list[FileEntry], read: Callable[[FileEntry], Any]) -> Iterator[tuple[FileEntry, Any]]:
-    """``(entry, read(entry))`` in order, the next file read on a thread while the caller works on
-    this one (cutting and writing it into the store): a plain read of a source releases the GIL
-    and holds no HDF5 lock. A file over ``READ_AHEAD_MAX_BYTES`` as float32 is read in turn, so
-    memory never holds two big ones. An exception of ``read`` is raised when its file comes."""
-    def small(entry: FileEntry) -> bool:
-        return 4 * int(np.prod(entry.shape)) <= READ_AHEAD_MAX_BYTES
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-read") as pool:
-        pending: Future | None = None  # the read of entries[i], started while entries[i - 1] was worked on
-        for i, entry in enumerate(entries):
-            result = pending.result() if pending is not None else read(entry)
-            following = entries[i + 1] if i + 1 < len(entries) else None
-            ahead = following is not None and small(entry) and small(following)
-            pending = pool.submit(read, following) if ahead else None
-            yield entry, result
+    return SourcePixels(data, label_map, nonfinite)
 
 
 def iter_tile_batches(plan: IngestionPlan, params: IngestionParams, counters: AppendCounters) -> Iterator[TileBatch]:
@@ -103,12 +107,11 @@ def iter_tile_batches(plan: IngestionPlan, params: IngestionParams, counters: Ap
     root = Path(plan.raw_root)
     class_index = {name: i for i, name in enumerate(plan.class_names)}
     reject = Rejections(params.strict, counters.failed_files)
-    reads = _read_ahead(plan.accepted, lambda entry: _read_accepted(root / entry.file, entry, params, reject))
-    for entry, read in tqdm(reads, total=len(plan.accepted), desc="tile+append", unit="file",
-                            disable=not params.show_progress):
-        if read is None:
+    for entry in tqdm(plan.accepted, desc="tile+append", unit="file", disable=not params.show_progress):
+        cube = _read_accepted(root / entry.file, entry, params, reject)
+        if cube is None:
             continue
-        cube, nonfinite = read
+        nonfinite = cube.nonfinite
         _, h, w = cube.data.shape
         windows = tile_windows(h, w, params.tile_size, params.effective_stride)
         file_counts = counters.per_file.setdefault(entry.file, {
@@ -187,7 +190,8 @@ def _append(store: CubeStore, plan: IngestionPlan, params: IngestionParams) -> d
             compression=params.compression,
         )
     counters = AppendCounters()
-    plan = _reconcile_with_store(plan, store, params, counters)
+    info = store.info
+    plan = _reconcile_with_store(plan, info, store.path, params, counters)
     store.set_class_names(plan.class_names)
     started = time.perf_counter()
 
@@ -207,18 +211,31 @@ def _append(store: CubeStore, plan: IngestionPlan, params: IngestionParams) -> d
             "seconds": round(time.perf_counter() - started, 3),
         }
 
-    store.append(iter_tile_batches(plan, params, counters), log_entry=record)
+    batches = _hashed(iter_tile_batches(plan, params, counters), info["hash_algorithm"])
+    store.append(run_ahead(batches, depth=BATCHES_AHEAD, name="ingest-tiles"), log_entry=record)
     return store.ingestion_log()[-1]
 
 
-def _reconcile_with_store(plan: IngestionPlan, store: CubeStore, params: IngestionParams,
+BATCHES_AHEAD = 2  # tile batches made while the store writes one: memory holds ~3 batches and one source
+
+
+def _hashed(batches: Iterable[TileBatch], algorithm: str) -> Iterator[TileBatch]:
+    """The batches with their content hashes computed with the store's ``algorithm`` (on the
+    thread that makes them, so the writes never wait for a hash). A store recording an unknown
+    algorithm gets them unhashed, and refuses the append with its reason."""
+    for batch in batches:
+        if algorithm in HASH_FUNCTIONS:
+            batch.compute_hashes(algorithm)
+        yield batch
+
+
+def _reconcile_with_store(plan: IngestionPlan, info: dict, store_path: Path, params: IngestionParams,
                           counters: "AppendCounters") -> IngestionPlan:
-    """Files must match the store's band count; classes keep the store's order, new ones go last."""
-    info = store.info
+    """Files must match the store's band count (``info``); classes keep the store's order, new ones go last."""
     accepted = []
     for entry in plan.accepted:
         if entry.shape[0] != info["num_bands"]:
-            reason = band_count_mismatch(entry.shape[0], info["num_bands"], f"the store {store.path}")
+            reason = band_count_mismatch(entry.shape[0], info["num_bands"], f"the store {store_path}")
             if params.strict:
                 raise IngestionError(f"{entry.file}: {reason} (strict=true makes the first problem fatal)")
             counters.failed_files.append({"file": entry.file, "reason": reason})

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .readers import CubeFileError, CubeHeader, RawCube, read_cube, read_cube_header
+from .readers import CubeFileError, CubeHeader, PlainPixels, RawCube, read_cube, read_cube_header
 from .splits import validate_block_px, validate_fractions
 from .tiling import NAN_POLICIES
 
@@ -82,6 +82,13 @@ class FileEntry:
     # A series scan reads the data and records it here; a cube's is measured when its pixels are
     # read, by the append, and reported from the append's record.
     nonfinite_fraction: float | None = None
+    # Where the scan found the pixels as plain bytes (the header's); the append reads them there
+    # while the file keeps that size and time. A dict after the plan's JSON round trip.
+    plain_pixels: PlainPixels | None = None
+
+    def __post_init__(self):
+        if isinstance(self.plain_pixels, dict):
+            self.plain_pixels = PlainPixels(**self.plain_pixels)
 
 
 @dataclass

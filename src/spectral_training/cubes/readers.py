@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,18 +37,20 @@ import numpy as np
 from .cube_checks import _HDF5_SUFFIXES, SUPPORTED_SUFFIXES, CubeFileError, _check_request, _labels_to_int32, detect_band_axis
 from .cube_headers import (
     CubeHeader,
+    PlainPixels,
     _hdf5_labels_dataset,
     open_geotiff_cube,
     open_hdf5_cube,
     open_npy_cube,
     photo_header,
+    plain_hdf5_offset,
     read_cube_header,
 )
 from .photos import PHOTO_SUFFIXES, PhotoError, read_photo
 from .pread import pread_exact
 
-__all__ = ["SUPPORTED_SUFFIXES", "CubeFileError", "CubeHeader", "RawCube", "detect_band_axis", "read_cube",
-           "read_cube_header"]
+__all__ = ["SUPPORTED_SUFFIXES", "CubeFileError", "CubeHeader", "PlainPixels", "RawCube", "detect_band_axis",
+           "read_cube", "read_cube_header", "read_plain_cube"]
 
 # Cubes are copied to float32 in slabs of about this many source bytes, so that the float32
 # result is the only full-size array held at any moment.
@@ -139,23 +142,57 @@ def _plain_hdf5_bytes(dataset: h5py.Dataset) -> np.ndarray | None:
     """A contiguous, unfiltered HDF5 dataset's values read as plain file bytes (``os.preadv``, which
     releases the GIL and holds no h5py lock, so another thread can write HDF5 meanwhile), in the
     stored dtype and shape; None for any other layout (chunked, compressed, external, not allocated)."""
-    if dataset.chunks is not None or dataset.compression is not None or dataset.external:
+    offset = plain_hdf5_offset(dataset)
+    if offset is None:
         return None
-    dtype = dataset.dtype
-    if dtype.kind not in "iuf" or not dtype.isnative:
-        return None
-    offset = dataset.id.get_offset()
-    if offset is None:  # never written: HDF5 supplies the fill value
-        return None
-    values = np.empty(dataset.shape, dtype=dtype)
+    values = np.empty(dataset.shape, dtype=dataset.dtype)
     fd = os.open(dataset.file.filename, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
-        pread_exact(fd, memoryview(values.reshape(-1).view(np.uint8)), int(offset), f"dataset {dataset.name}")
+        pread_exact(fd, memoryview(values.reshape(-1).view(np.uint8)), offset, f"dataset {dataset.name}")
     except OSError:
         return None  # shorter than HDF5 says: let h5py read (and report) it
     finally:
         os.close(fd)
     return values
+
+
+def read_plain_cube(path: str | Path, shape: Sequence[int], plain: PlainPixels, scale: float | None = None) -> np.ndarray | None:
+    """The float32 ``(C, H, W)`` cube of a file whose header found its pixels plain
+    (:attr:`CubeHeader.plain_pixels`), read with one positioned read and no HDF5 call (so it
+    runs beside a thread writing HDF5); integers scaled as :func:`read_cube` scales them.
+
+    Returns None when the file is no longer as the header found it (another size or
+    modification time), and for values wider than 4 bytes (whose full-size copy would outweigh
+    the result): read those with :func:`read_cube`, which checks the file again and converts
+    wide values in slabs.
+
+    Raises:
+        CubeFileError: the file cannot be opened, or ends before the cube does.
+    """
+    path = Path(path)
+    dtype = np.dtype(plain.dtype)
+    if dtype.itemsize > 4:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise CubeFileError(path, f"the file cannot be opened ({exc.strerror}).",
+                            "check that it exists and is readable, then run ingestion again.") from exc
+    try:
+        stat = os.fstat(fd)
+        if (stat.st_size, stat.st_mtime_ns) != (plain.file_size, plain.file_mtime_ns):
+            return None
+        values = np.empty(tuple(shape), dtype=dtype)
+        try:
+            pread_exact(fd, memoryview(values.reshape(-1).view(np.uint8)), plain.offset, "the cube's pixels")
+        except OSError as exc:
+            raise CubeFileError(path, f"the file ends before its cube does ({exc}).",
+                                "copy or export the file again.") from exc
+    finally:
+        os.close(fd)
+    data = values if dtype == np.float32 else values.astype(np.float32)
+    _apply_scale(data, dtype, scale)
+    return data
 
 
 def _copy_to_chw_float32(source, source_layout: str) -> np.ndarray:

@@ -294,7 +294,7 @@ def append_series_plan(store: CubeStore, plan: IngestionPlan, params: IngestionP
                      wavelengths_nm=plan.wavelengths_nm, class_names=plan.class_names, compression=params.compression,
                      sample_layout="series", max_seq_len=max_seq_len)
     counters, extra = AppendCounters(), SeriesCounters()
-    plan = _reconcile_with_store(plan, store, params, counters)
+    plan = _reconcile_with_store(plan, store.info, store.path, params, counters)
     store.set_class_names(plan.class_names)
     started = time.perf_counter()
 

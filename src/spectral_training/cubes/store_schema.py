@@ -266,6 +266,12 @@ class TileBatch:
             return content_hash(self.cubes[i], algorithm)
         return series_content_hash(self.cubes[i], self.day_of_year[i], self.valid[i], algorithm)
 
+    def compute_hashes(self, algorithm: str = HASH_ALGORITHM) -> None:
+        """Hash every sample now, on the calling thread, with ``algorithm``: an append to a store
+        that records ``algorithm`` takes these as they are (one recording another computes its own)."""
+        self._hashes = [self.sample_hash(i, algorithm) for i in range(len(self.cubes))]
+        self._hashes_algorithm = algorithm
+
     def _get_hashes(self) -> list[str]:
         return list(self._hash_stream())
 
