@@ -39,7 +39,8 @@ import numpy as np
 
 from benchmarks.common import MB, Case, machine_info, median, peak_rss_increase, row, run_module_cli, spread, time_interleaved
 from spectral_training.cubes.ingest import IngestionParams, ingest_folder, nonfinite_fraction
-from spectral_training.cubes.readers import read_cube, read_cube_header, read_plain_cube
+from spectral_training.cubes.plain_reads import read_plain_cube, read_plain_tiles
+from spectral_training.cubes.readers import read_cube, read_cube_header
 from spectral_training.cubes.band_kernels import block_summary
 from spectral_training.cubes.stats import MAPPED_BLOCK_BYTES, PERCENTILES, PixelSample, RunningBandStats, compute_band_stats
 from spectral_training.cubes.store import CubeStore, TileBatch, content_hash, read_samples
@@ -199,24 +200,25 @@ def ingestion_stages(ws: Workspace, repeats: int = 3) -> tuple[list[dict], dict]
     """Seconds of each stage ingestion runs for the float32 folder, timed one by one on one
     thread (median of ``repeats``), beside the whole ``ingest_folder`` timed in the same rounds.
 
-    Stages: the scan's header reads (``read_cube_header``), reading each source once (the
-    append's positioned read where the scan found the pixels plain, ``read_plain_cube``), the
-    file's non-finite fraction, cutting tiles, content hashing, and ``CubeStore.append`` of
-    ready batches (h5py writes of tiles and provenance columns). The per-tile non-finite check
-    (``repair_nonfinite``) is skipped for a file with no NaN/Inf, as these are. In
-    ``ingest_folder`` the read, check, cut and hash run on a thread beside the writes, so the
-    stages add up to more than the total; the remainder (index, report, file opens, what the
-    overlap does not hide) is total minus the stages, or 0 when they overlap by more than that.
+    Stages: the scan's header reads (``read_cube_header``); reading each source once, straight
+    into tiles with its non-finite count (``read_plain_tiles``, as the append does where the scan
+    found the pixels plain); the same read into a cube, then the file's non-finite fraction and
+    the cut (what the append does for files it cannot read straight, for comparison: not in the
+    sum); content hashing; and ``CubeStore.append`` of ready batches (h5py writes of tiles and
+    provenance columns). The per-tile non-finite check (``repair_nonfinite``) is skipped for a
+    file with no NaN/Inf, as these are. In ``ingest_folder`` the read, cut and hash run on a
+    thread beside the writes, so the stages can add up to more than the total; the remainder
+    (index, report, file opens, what the overlap does not hide) is total minus the stages, or 0.
     """
     files = sorted(ws.raw_float32.glob("*.h5"))
     windows = tile_windows(HEIGHT, WIDTH, TILE, TILE)
-    stage_names = ["scan headers", "read source once", "file non-finite fraction", "cut tiles",
-                   HASH_STAGE, "CubeStore.append (h5py)"]
-    stage_times: dict[str, list[float]] = {name: [] for name in stage_names}
+    stage_names = ["scan headers", "read tiles straight from the source", HASH_STAGE, "CubeStore.append (h5py)"]
+    compared = "for comparison: read the cube, check, cut"
+    stage_times: dict[str, list[float]] = {name: [] for name in [*stage_names, compared]}
     totals: list[float] = []
     params = IngestionParams(tile_size=TILE, show_progress=False)
     for _ in range(repeats):
-        spent = dict.fromkeys(stage_names, 0.0)
+        spent = dict.fromkeys([*stage_names, compared], 0.0)
         batches = []
         t0 = time.perf_counter()
         headers = [read_cube_header(path) for path in files]
@@ -224,30 +226,28 @@ def ingestion_stages(ws: Workspace, repeats: int = 3) -> tuple[list[dict], dict]
         for path, header in zip(files, headers):
             t0 = time.perf_counter()
             data = read_plain_cube(path, header.shape, header.plain_pixels)
-            t1 = time.perf_counter()
             if nonfinite_fraction(data) != 0.0:
                 raise RuntimeError(f"{path}: the synthetic sources are finite, so ingestion skips the per-tile check")
+            cut(data, windows)
+            t1 = time.perf_counter()
+            tiles, nonfinite = read_plain_tiles(path, header.shape, header.plain_pixels, windows)
             t2 = time.perf_counter()
-            spent["read source once"] += t1 - t0
-            spent["file non-finite fraction"] += t2 - t1
+            hashes = [content_hash(tile) for tile in tiles]
+            t3 = time.perf_counter()
+            spent[compared] += t1 - t0
+            spent["read tiles straight from the source"] += t2 - t1
+            spent[HASH_STAGE] += t3 - t2
             for part in batched(len(windows), 64):
-                t0 = time.perf_counter()
-                tiles = cut(data, windows[part])
-                t1 = time.perf_counter()
-                hashes = [content_hash(tile) for tile in tiles]
-                t2 = time.perf_counter()
-                spent["cut tiles"] += t1 - t0
-                spent[HASH_STAGE] += t2 - t1
-                k = len(tiles)
-                batches.append(TileBatch(tiles, [f"{path.name}@{i}" for i in range(part.start, part.stop)], path.name,
-                                         windows[part], np.full(k, -1, dtype=np.int64), hashes=hashes))
+                k = part.stop - part.start
+                batches.append(TileBatch(tiles[part], [f"{path.name}@{i}" for i in range(part.start, part.stop)],
+                                         path.name, windows[part], np.full(k, -1, dtype=np.int64), hashes=hashes[part]))
         store = CubeStore(ws.fresh_path("stages"))
         store.create(num_bands=BANDS, tile_size=TILE, band_names=None, wavelengths_nm=None)
         t0 = time.perf_counter()
         store.append(batches)
         spent["CubeStore.append (h5py)"] = time.perf_counter() - t0
         _unlink(store.path)
-        for name in stage_names:
+        for name in spent:
             stage_times[name].append(spent[name])
         path = ws.fresh_path("stages_total")
         t0 = time.perf_counter()
@@ -255,8 +255,9 @@ def ingestion_stages(ws: Workspace, repeats: int = 3) -> tuple[list[dict], dict]
         totals.append(time.perf_counter() - t0)
         _unlink(path)
     total = median(totals)
-    medians = {name: median(t) for name, t in stage_times.items()}
+    medians = {name: median(stage_times[name]) for name in stage_names}
     medians["rest (index, report, opens)"] = max(0.0, total - sum(medians.values()))
+    medians[compared] = median(stage_times[compared])
     rows = [
         row("1. ingestion stages", f"{name}, s", seconds, "s", baseline=total, baseline_label="ingest_folder total",
             note="ratio = share of the total")

@@ -1,6 +1,7 @@
 """Ingestion reads each source's pixels once: the scan reads headers, the append rejects late
 (non-finite, unreadable) files into the report, and strict mode rolls the store back."""
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from corpus import make_values, write_geotiff_cube, write_hdf5_cube, write_npy_cube
 from PIL import Image
 
-from spectral_training.cubes import readers
+from spectral_training.cubes import plain_reads, readers
 from spectral_training.cubes.ingest import (
     IngestionError,
     IngestionParams,
@@ -21,6 +22,7 @@ from spectral_training.cubes.ingest import (
     scan_folder,
 )
 from spectral_training.cubes.store import CubeStore
+from spectral_training.cubes.tiling import cut, tile_windows
 
 SHAPE = (4, 8, 8)
 NAN_REASON = ("50.0% of its values are non-finite (NaN/Inf), above max_nonfinite_file=0.25. "
@@ -181,9 +183,9 @@ def test_each_source_file_is_read_once_per_ingestion(raw, tmp_path, monkeypatch)
         monkeypatch.setattr(readers, name, lambda path, *a, _real=real, **k: reads.update([Path(path).name]) or _real(path, *a, **k))
     from spectral_training.cubes import cube_headers, ingest_append, photos
 
-    real_plain = ingest_append.read_plain_cube  # e.h5: plain bytes, read without HDF5
-    monkeypatch.setattr(ingest_append, "read_plain_cube",
-                        lambda path, *a, **k: reads.update([Path(path).name]) or real_plain(path, *a, **k))
+    for name in ("read_plain_tiles", "read_plain_cube"):  # e.h5: plain bytes, read without HDF5
+        real = getattr(ingest_append, name)
+        monkeypatch.setattr(ingest_append, name, lambda path, *a, _real=real, **k: reads.update([Path(path).name]) or _real(path, *a, **k))
 
     monkeypatch.setattr(cube_headers, "read_photo", lambda *a, **k: pytest.fail("the header decoded a photo"))
     monkeypatch.setattr(photos.Image.Image, "load", lambda *a, **k: pytest.fail("the scan decoded a photo"))
@@ -213,17 +215,58 @@ def test_contiguous_hdf5_read_as_plain_bytes_equals_h5py(tmp_path, dtype, chunks
     assert data.dtype == np.float32 and np.array_equal(data, values.astype(np.float32))
 
 
-@pytest.mark.parametrize("dtype,scale", [("float32", None), ("uint16", 0.5), ("int16", None)])
-def test_pixels_the_scan_found_plain_are_read_without_hdf5_as_the_reader_reads_them(tmp_path, dtype, scale):
-    values = np.random.default_rng(1).uniform(0, 1000, size=(3, 8, 8)).astype(dtype)
+@pytest.mark.parametrize("dtype,scale", [("float32", None), ("uint16", 0.5), ("int16", None), ("float64", None),
+                                         ("float16", None)])
+def test_pixels_the_scan_found_plain_are_read_without_hdf5_as_the_reader_reads_them(tmp_path, monkeypatch, dtype, scale):
+    values = np.random.default_rng(1).uniform(0, 1000, size=(3, 10, 12)).astype(dtype)
+    if values.dtype.kind == "f":
+        values[1, 2, 3], values[2, 9, 11] = np.nan, np.inf
     path = tmp_path / "cube.h5"
     with h5py.File(path, "w") as f:
         f.create_dataset("cube", data=values)
     header = readers.read_cube_header(path)
     assert header.plain_pixels is not None and header.plain_pixels.dtype == dtype
-    data = readers.read_plain_cube(path, header.shape, header.plain_pixels, scale)
     want = readers.read_cube(path, scale=scale).data
-    assert data.dtype == np.float32 and np.array_equal(data, want)
+    data = plain_reads.read_plain_cube(path, header.shape, header.plain_pixels, scale)
+    if dtype == "float64":
+        assert data is None  # wider than the result: read_cube converts it in slabs
+    else:
+        assert data.dtype == np.float32 and np.array_equal(data, want, equal_nan=True)
+    windows = tile_windows(10, 12, 4, 4)  # the edge windows overlap their neighbours
+    plane_bytes = 10 * 12 * np.dtype(dtype).itemsize
+    for slab_bytes in (plane_bytes, 2 * plane_bytes, 1 << 20):  # 3 slabs, 2 (one short), 1
+        monkeypatch.setattr(plain_reads, "SLAB_BYTES", slab_bytes)
+        read = plain_reads.read_plain_tiles(path, header.shape, header.plain_pixels, windows, scale)
+        if dtype == "float16":
+            assert read is None  # the compiled copy takes integers, float32 and float64
+            return
+        tiles, nonfinite = read
+        assert tiles.dtype == np.float32 and np.array_equal(tiles, cut(want, windows), equal_nan=True)
+        assert nonfinite == np.count_nonzero(~np.isfinite(want))  # each pixel once, overlaps or not
+
+
+def test_a_plain_read_of_a_file_changed_since_the_scan_returns_none(tmp_path):
+    path = tmp_path / "cube.h5"
+    with h5py.File(path, "w") as f:
+        f["cube"] = np.ones((2, 4, 4), np.float32)
+    header = readers.read_cube_header(path)
+    with h5py.File(path, "a") as f:
+        f.attrs["touched"] = 1  # same pixels, but the file was written since
+    os.utime(path, ns=(header.plain_pixels.file_mtime_ns + 10**9,) * 2)
+    assert plain_reads.read_plain_cube(path, header.shape, header.plain_pixels) is None
+    assert plain_reads.read_plain_tiles(path, header.shape, header.plain_pixels, tile_windows(4, 4, 2, 2)) is None
+
+
+@pytest.mark.parametrize("stride", [4, 2])
+def test_straight_and_overlapping_tiles_store_what_the_reader_and_cut_give(raw, tmp_path, stride):
+    values = np.random.default_rng(3).normal(size=(3, 10, 12)).astype(np.float32)
+    with h5py.File(raw / "a.h5", "w") as f:
+        f["cube"] = values
+    _, index = ingest_folder(raw, tmp_path / "cubes.h5", params(stride=stride))
+    store = CubeStore(tmp_path / "cubes.h5")
+    windows = store.column("window")
+    assert len(index) == len(tile_windows(10, 12, 4, stride))
+    assert np.array_equal(store.read(np.arange(len(windows))), cut(values, windows))
 
 
 @pytest.mark.parametrize("layout", ["chunked", "gzip", "HWC"])

@@ -29,7 +29,8 @@ from .ingest_plan import (
     nonfinite_fraction,
     too_many_nonfinite,
 )
-from .readers import CubeFileError, read_plain_cube
+from .plain_reads import read_plain_cube, read_plain_tiles
+from .readers import CubeFileError
 from .run_ahead import run_ahead
 from .store import CubeStore, TileBatch
 from .store_schema import HASH_FUNCTIONS
@@ -59,42 +60,63 @@ def tile_labels(count: int, file_class: int | None, maps: np.ndarray | None) -> 
 
 
 @dataclass
-class SourcePixels:
-    """What the append takes from one accepted file: its float32 (C, H, W) pixels, its label map
-    (int32 (H, W) or None) and the fraction of its values that are NaN/Inf."""
+class SourceTiles:
+    """What the append takes from one accepted file: its tiles at ``windows`` (float32 (k, C, T, T),
+    cut here or ``None`` to be cut from ``data`` batch by batch), its float32 (C, H, W) pixels
+    (``None`` when the tiles came straight from the file), its label map (int32 (H, W) or None)
+    and the fraction of its values that are NaN/Inf."""
 
-    data: np.ndarray
+    windows: np.ndarray
+    tiles: np.ndarray | None
+    data: np.ndarray | None
     label_map: np.ndarray | None
     nonfinite: float
 
+    def cut(self, part: slice) -> np.ndarray:
+        return self.tiles[part] if self.tiles is not None else cut(self.data, self.windows[part])
 
-def _read_pixels(path: Path, entry: FileEntry, params: IngestionParams) -> tuple[np.ndarray, np.ndarray | None]:
-    """The file's pixels and label map: with one positioned read where the scan found them
-    plain and the file is unchanged (no HDF5 call, so the store's writes go on meanwhile), else
-    through its reader, which checks the header again."""
-    if entry.plain_pixels is not None and not entry.has_label_map:
-        data = read_plain_cube(path, entry.shape, entry.plain_pixels, params.scale)
+
+# Tiles cut straight from the file (all of a file's at once) when they hold at most this many
+# times the file's pixels (stride = tile_size: the edge windows overlap); overlapping windows are
+# cut from the cube batch by batch, so memory holds the cube, not the bigger set of tiles.
+STRAIGHT_TILES_MAX_OVERLAP = 1.25
+
+
+def _read_tiles(path: Path, entry: FileEntry, params: IngestionParams) -> SourceTiles:
+    """The file's tiles or pixels: where the scan found the pixels plain and the file is
+    unchanged, read by offset with no HDF5 call (so the store's writes go on meanwhile), straight
+    into tiles when they do not overlap much; else through the file's reader, which checks the
+    header again."""
+    c, h, w = entry.shape
+    windows = tile_windows(h, w, params.tile_size, params.effective_stride)
+    plain = None if entry.has_label_map else entry.plain_pixels
+    if plain is not None:
+        if len(windows) * params.tile_size**2 <= STRAIGHT_TILES_MAX_OVERLAP * h * w:
+            read = read_plain_tiles(path, entry.shape, plain, windows, params.scale)
+            if read is not None:
+                tiles, nonfinite = read
+                return SourceTiles(windows, tiles, None, None, nonfinite / max(c * h * w, 1))
+        data = read_plain_cube(path, entry.shape, plain, params.scale)
         if data is not None:
-            return data, None
+            return SourceTiles(windows, None, data, None, nonfinite_fraction(data))
     cube = _read(path, params)
     if list(cube.data.shape) != list(entry.shape):
         raise CubeFileError(path, f"it changed since the scan: its (C, H, W) is now {list(cube.data.shape)}, the "
                             f"scan found {entry.shape}.", "run ingestion again")
-    return cube.data, cube.label_map
+    return SourceTiles(windows, None, cube.data, cube.label_map, nonfinite_fraction(cube.data))
 
 
-def _read_accepted(path: Path, entry: FileEntry, params: IngestionParams, reject: Rejections) -> SourcePixels | None:
-    """The file's pixels, or None when ``reject`` was told why not."""
+def _read_accepted(path: Path, entry: FileEntry, params: IngestionParams, reject: Rejections) -> SourceTiles | None:
+    """The file's tiles or pixels, or None when ``reject`` was told why not."""
     try:
-        data, label_map = _read_pixels(path, entry, params)
+        source = _read_tiles(path, entry, params)
     except Exception as err:  # what only the pixels show, or the file changed or vanished since the scan
         reject.unreadable(entry.file, err)
         return None
-    nonfinite = nonfinite_fraction(data)
-    if nonfinite > params.max_nonfinite_file:
-        reject(entry.file, too_many_nonfinite(nonfinite, params))
+    if source.nonfinite > params.max_nonfinite_file:
+        reject(entry.file, too_many_nonfinite(source.nonfinite, params))
         return None
-    return SourcePixels(data, label_map, nonfinite)
+    return source
 
 
 def iter_tile_batches(plan: IngestionPlan, params: IngestionParams, counters: AppendCounters) -> Iterator[TileBatch]:
@@ -108,17 +130,15 @@ def iter_tile_batches(plan: IngestionPlan, params: IngestionParams, counters: Ap
     class_index = {name: i for i, name in enumerate(plan.class_names)}
     reject = Rejections(params.strict, counters.failed_files)
     for entry in tqdm(plan.accepted, desc="tile+append", unit="file", disable=not params.show_progress):
-        cube = _read_accepted(root / entry.file, entry, params, reject)
-        if cube is None:
+        source = _read_accepted(root / entry.file, entry, params, reject)
+        if source is None:
             continue
-        nonfinite = cube.nonfinite
-        _, h, w = cube.data.shape
-        windows = tile_windows(h, w, params.tile_size, params.effective_stride)
+        nonfinite, windows = source.nonfinite, source.windows
         file_counts = counters.per_file.setdefault(entry.file, {
             "nonfinite_fraction": round(nonfinite, 6), "tiles": 0, "repaired_tiles": 0, "rejected_tiles": 0})
         for part in batched(len(windows), TILES_PER_BATCH):
             win = windows[part]
-            tiles = cut(cube.data, win)
+            tiles = source.cut(part)
             # A file with no NaN/Inf has none in its tiles: no per-tile check to make.
             repair = (RepairResult.all_kept(tiles) if nonfinite == 0.0
                       else repair_nonfinite(tiles, params.nan_policy, params.max_nonfinite_tile))
@@ -138,8 +158,8 @@ def iter_tile_batches(plan: IngestionPlan, params: IngestionParams, counters: Ap
             if not kept.any():
                 continue
             win = win[kept]
-            use_maps = cube.label_map is not None and params.label_source != "none"
-            maps = cut_maps(cube.label_map, win) if use_maps else None
+            use_maps = source.label_map is not None and params.label_source != "none"
+            maps = cut_maps(source.label_map, win) if use_maps else None
             file_class = None if entry.class_name is None else class_index[entry.class_name]
             labels = tile_labels(len(win), file_class, maps)
             yield TileBatch(
@@ -150,7 +170,7 @@ def iter_tile_batches(plan: IngestionPlan, params: IngestionParams, counters: Ap
                 labels=labels,
                 label_maps=maps,
             )
-        del cube
+        del source
 
 
 def _window_text(window: np.ndarray) -> str:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +49,7 @@ from .photos import PHOTO_SUFFIXES, PhotoError, read_photo
 from .pread import pread_exact
 
 __all__ = ["SUPPORTED_SUFFIXES", "CubeFileError", "CubeHeader", "PlainPixels", "RawCube", "detect_band_axis",
-           "read_cube", "read_cube_header", "read_plain_cube"]
+           "read_cube", "read_cube_header"]
 
 # Cubes are copied to float32 in slabs of about this many source bytes, so that the float32
 # result is the only full-size array held at any moment.
@@ -154,45 +153,6 @@ def _plain_hdf5_bytes(dataset: h5py.Dataset) -> np.ndarray | None:
     finally:
         os.close(fd)
     return values
-
-
-def read_plain_cube(path: str | Path, shape: Sequence[int], plain: PlainPixels, scale: float | None = None) -> np.ndarray | None:
-    """The float32 ``(C, H, W)`` cube of a file whose header found its pixels plain
-    (:attr:`CubeHeader.plain_pixels`), read with one positioned read and no HDF5 call (so it
-    runs beside a thread writing HDF5); integers scaled as :func:`read_cube` scales them.
-
-    Returns None when the file is no longer as the header found it (another size or
-    modification time), and for values wider than 4 bytes (whose full-size copy would outweigh
-    the result): read those with :func:`read_cube`, which checks the file again and converts
-    wide values in slabs.
-
-    Raises:
-        CubeFileError: the file cannot be opened, or ends before the cube does.
-    """
-    path = Path(path)
-    dtype = np.dtype(plain.dtype)
-    if dtype.itemsize > 4:
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise CubeFileError(path, f"the file cannot be opened ({exc.strerror}).",
-                            "check that it exists and is readable, then run ingestion again.") from exc
-    try:
-        stat = os.fstat(fd)
-        if (stat.st_size, stat.st_mtime_ns) != (plain.file_size, plain.file_mtime_ns):
-            return None
-        values = np.empty(tuple(shape), dtype=dtype)
-        try:
-            pread_exact(fd, memoryview(values.reshape(-1).view(np.uint8)), plain.offset, "the cube's pixels")
-        except OSError as exc:
-            raise CubeFileError(path, f"the file ends before its cube does ({exc}).",
-                                "copy or export the file again.") from exc
-    finally:
-        os.close(fd)
-    data = values if dtype == np.float32 else values.astype(np.float32)
-    _apply_scale(data, dtype, scale)
-    return data
 
 
 def _copy_to_chw_float32(source, source_layout: str) -> np.ndarray:

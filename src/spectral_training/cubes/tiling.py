@@ -45,23 +45,54 @@ def _cut_windows(cube, windows, out):
                 at += size
 
 
+@njit(nogil=True, error_model="numpy", cache=True)
+def _cut_slab(slab, first_band, windows, scale, out):
+    """Copy bands ``first_band ...`` of every window from a (b, H, W) slab of consecutive band
+    planes, of any numeric dtype, into ``out[:, first_band:first_band + b]`` as float32 (times
+    ``scale`` when it is not 1); return the slab's count of NaN/Inf values, each pixel counted
+    once however many windows hold it."""
+    bands, height, width = slab.shape
+    source = slab.reshape(-1)
+    nonfinite = 0
+    for x in range(np.uint64(source.size)):
+        nonfinite += not abs(np.float32(source[x])) < np.inf  # False for NaN and for Inf
+    scaled = scale != 1.0
+    factor = np.float32(scale)
+    size = np.uint64(windows[0, 2]) if len(windows) else np.uint64(0)
+    plane = np.uint64(height) * np.uint64(width)
+    for b in range(np.uint64(bands)):
+        for k in range(len(windows)):
+            top, left = np.uint64(windows[k, 0]), np.uint64(windows[k, 1])
+            target = out[k, first_band + b].reshape(-1)
+            for i in range(size):
+                start, at = b * plane + (top + i) * np.uint64(width) + left, i * size
+                for j in range(size):
+                    value = np.float32(source[start + j])
+                    target[at + j] = value * factor if scaled else value
+    return nonfinite
+
+
 def cut(cube: np.ndarray, windows: np.ndarray) -> np.ndarray:
     """Copy the T x T windows (row, col, T, T) of a (C, H, W) cube into one (k, C, T, T) float32
     array (a compiled copy that releases the GIL); a window outside the cube, or of another size
     than the first, is a ValueError naming it."""
-    windows = np.asarray(windows, dtype=np.int64).reshape(-1, 4)
-    k, c = len(windows), cube.shape[0]
-    t = int(windows[0, 2]) if k else 0
-    if k:
-        _, height, width = cube.shape
-        bad = ((windows[:, 2] != t) | (windows[:, 3] != t) | (windows[:, 0] < 0) | (windows[:, 1] < 0)
-               | (windows[:, 0] + t > height) | (windows[:, 1] + t > width))
-        if bad.any():
-            raise ValueError(f"window {windows[np.argmax(bad)].tolist()} is not a {t} x {t} window inside the "
-                             f"{height} x {width} image")
-    out = np.empty((k, c, t, t), dtype=np.float32)
+    windows, t = checked_windows(windows, *cube.shape[1:])
+    out = np.empty((len(windows), cube.shape[0], t, t), dtype=np.float32)
     _cut_windows(np.ascontiguousarray(cube), windows, out)
     return out
+
+
+def checked_windows(windows: np.ndarray, height: int, width: int) -> tuple[np.ndarray, int]:
+    """The windows as int64 (k, 4) and their size T; a window outside the (height, width) image,
+    or of another size than the first, is a ValueError naming it."""
+    windows = np.asarray(windows, dtype=np.int64).reshape(-1, 4)
+    t = int(windows[0, 2]) if len(windows) else 0
+    bad = ((windows[:, 2] != t) | (windows[:, 3] != t) | (windows[:, 0] < 0) | (windows[:, 1] < 0)
+           | (windows[:, 0] + t > height) | (windows[:, 1] + t > width))
+    if bad.any():
+        raise ValueError(f"window {windows[np.argmax(bad)].tolist()} is not a {t} x {t} window inside the "
+                         f"{height} x {width} image")
+    return windows, t
 
 
 def cut_maps(label_map: np.ndarray, windows: np.ndarray) -> np.ndarray:
