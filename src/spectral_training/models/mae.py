@@ -1,21 +1,10 @@
 """Spectral masked autoencoder with a ViT backbone (after facebookresearch/mae ``models_mae.py``).
 
-A token is a 3-D patch of the cube: ``spatial_patch x spatial_patch`` pixels by
-``spectral_patch`` bands. A cube ``(C, H, W)`` gives ``L = G * N`` tokens with
-``G = ceil(C / spectral_patch)`` band groups and ``N = (H / spatial_patch) * (W / spatial_patch)``
-spatial patches; reference set-up: 30 bands, 500 px, 25x25x5 patches -> 6 * 400 = 2400 tokens,
-mask ratio 0.8.
-
-Conventions (every public method uses them):
-
-* token order is band-group-major: token ``l = g * N + i * grid_w + j`` is band group ``g`` at
-  patch row ``i``, column ``j``;
-* a patch vector (``patch_dim = spectral_patch * spatial_patch**2``) is band-major: element
-  ``b * p * p + y * p + x`` is band ``b`` of the group at pixel ``(y, x)`` of the patch;
-* when ``C`` is not a multiple of ``spectral_patch`` the band axis is zero-padded up to
-  ``G * spectral_patch``; padded bands are fed to the encoder as zeros, and never scored by the
-  loss nor returned by :meth:`unpatchify` / :meth:`reconstruct`;
-* ``mask`` is ``(B, L)`` float, 0 = visible (kept), 1 = masked (removed, to predict).
+A token is a 3-D patch of the cube (``spatial_patch`` x ``spatial_patch`` pixels by
+``spectral_patch`` bands); :mod:`.spectral_patches` holds the token geometry, its conventions
+(token order, patch vector order, zero-padded bands) and ``patchify`` / ``unpatchify``.
+Reference set-up: 30 bands, 500 px, 25x25x5 patches -> 6 * 400 = 2400 tokens, mask ratio 0.8.
+``mask`` is ``(B, L)`` float, 0 = visible (kept), 1 = masked (removed, to predict).
 
 The encoder sees only the visible tokens plus a cls token; a lighter decoder sees the encoded
 tokens plus a shared learned mask token at every masked position. Position embeddings are fixed
@@ -31,26 +20,15 @@ from functools import partial
 from typing import Any, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
 from spectral_training.models.losses import LOSSES
 from spectral_training.models.pos_embed import spectral_spatial_pos_embed
+from spectral_training.models.spectral_patches import SpectralPatchGrid
 from spectral_training.models.variants import MAE_VARIANTS
 
 __all__ = ["MaskedAutoencoderViT", "build_mae"]
-
-
-def _size_hint(size: int, patch: int) -> str:
-    """'500 or 525 px (or spatial_patch 20, 25, ...)' for an error message."""
-    lower = (size // patch) * patch
-    fits = [s for s in (lower, lower + patch) if s > 0]
-    divisors = [d for d in range(2, min(size, 64) + 1) if size % d == 0]
-    hint = f"nearest sizes that fit spatial_patch={patch}: {' or '.join(map(str, fits))} px (crop or pad the tiles)"
-    if divisors:
-        hint += f"; or choose a spatial_patch that divides {size}: {', '.join(map(str, divisors[:12]))}"
-    return hint
 
 
 class MaskedAutoencoderViT(nn.Module):
@@ -103,28 +81,15 @@ class MaskedAutoencoderViT(nn.Module):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        # --- geometry ------------------------------------------------------------------------
+        # --- geometry (see spectral_patches.py); its figures are kept as attributes too ---------
         h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
-        for name, value in (("num_bands", num_bands), ("spatial_patch", spatial_patch), ("spectral_patch", spectral_patch)):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value}")
-        for axis, size in (("height", h), ("width", w)):
-            if size % spatial_patch != 0:
-                raise ValueError(
-                    f"image {axis} {size} px is not a multiple of spatial_patch={spatial_patch}; "
-                    + _size_hint(size, spatial_patch)
-                )
-        self.num_bands = int(num_bands)
-        self.image_size = (h, w)
-        self.spatial_patch = int(spatial_patch)
-        self.spectral_patch = int(spectral_patch)
-        self.num_groups = -(-self.num_bands // self.spectral_patch)  # G, ceil
-        self.padded_bands = self.num_groups * self.spectral_patch  # G * s >= C
-        self.num_pad_bands = self.padded_bands - self.num_bands
-        self.grid_size = (h // spatial_patch, w // spatial_patch)
-        self.num_spatial = self.grid_size[0] * self.grid_size[1]  # N
-        self.num_patches = self.num_groups * self.num_spatial  # L
-        self.patch_dim = self.spectral_patch * self.spatial_patch**2  # s * p * p
+        grid = SpectralPatchGrid(int(num_bands), (h, w), int(spatial_patch), int(spectral_patch))
+        self.patch_grid = grid
+        self.num_bands, self.image_size = grid.num_bands, grid.image_size
+        self.spatial_patch, self.spectral_patch = grid.spatial_patch, grid.spectral_patch
+        self.num_groups, self.padded_bands, self.num_pad_bands = grid.num_groups, grid.padded_bands, grid.num_pad_bands
+        self.grid_size, self.num_spatial = grid.grid_size, grid.num_spatial  # N
+        self.num_patches, self.patch_dim = grid.num_patches, grid.patch_dim  # L, s * p * p
         self.embed_dim = embed_dim
         self.decoder_embed_dim = decoder_embed_dim
         self.set_mask_ratio(mask_ratio)
@@ -179,8 +144,7 @@ class MaskedAutoencoderViT(nn.Module):
         # --- loss -------------------------------------------------------------------------------
         self.loss_fn = LOSSES[loss](weights=loss_weights, value_range=value_range)
         # (G, s) True on real bands, False on padding; not saved (rebuilt from num_bands)
-        band_valid = (torch.arange(self.padded_bands, device="cpu") < self.num_bands).reshape(self.num_groups, self.spectral_patch)
-        self.register_buffer("band_valid", band_valid.to(device=device), persistent=False)
+        self.register_buffer("band_valid", grid.band_valid().to(device=device), persistent=False)
 
         self.initialize_weights()
 
@@ -249,56 +213,20 @@ class MaskedAutoencoderViT(nn.Module):
     # ------------------------------------------------------------------------------------------
     # patches
     # ------------------------------------------------------------------------------------------
-    def _check_input(self, x: torch.Tensor) -> None:
-        expected = (self.num_bands, *self.image_size)
-        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"MAE input must be (B, {expected[0]}, {expected[1]}, {expected[2]}) = (batch, bands, height, width) "
-                f"as built; got {tuple(x.shape)}"
-            )
-
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` -> ``(B, L, patch_dim)``; padded bands (if any) are zeros."""
-        self._check_input(x)
-        B = x.shape[0]
-        s, p = self.spectral_patch, self.spatial_patch
-        (gh, gw), G = self.grid_size, self.num_groups
-        if self.num_pad_bands:
-            x = F.pad(x, (0, 0, 0, 0, 0, self.num_pad_bands))  # (B, G*s, H, W)
-        x = x.reshape(B, G, s, gh, p, gw, p)
-        x = x.permute(0, 1, 3, 5, 2, 4, 6)  # (B, G, gh, gw, s, p, p)
-        return x.reshape(B, self.num_patches, self.patch_dim)  # (B, L, s*p*p)
+        return self.patch_grid.patchify(x)
 
     def unpatchify(self, patches: torch.Tensor) -> torch.Tensor:
         """``(B, L, patch_dim)`` -> ``(B, C, H, W)``; band padding is dropped."""
-        B = patches.shape[0]
-        s, p = self.spectral_patch, self.spatial_patch
-        (gh, gw), G = self.grid_size, self.num_groups
-        x = patches.reshape(B, G, gh, gw, s, p, p)
-        x = x.permute(0, 1, 4, 2, 5, 3, 6)  # (B, G, s, gh, p, gw, p)
-        x = x.reshape(B, self.padded_bands, gh * p, gw * p)  # (B, G*s, H, W)
-        return x[:, : self.num_bands]  # (B, C, H, W)
-
-    def _split(self, t: torch.Tensor) -> torch.Tensor:
-        """``(B, L, patch_dim)`` -> view ``(B, G, N, s, p*p)``, the loss layout."""
-        return t.reshape(t.shape[0], self.num_groups, self.num_spatial, self.spectral_patch, self.spatial_patch**2)
+        return self.patch_grid.unpatchify(patches)
 
     def patch_stats(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-patch mean and unbiased variance over real bands only: two ``(B, L, 1)`` float32.
 
         This is the normalisation of ``norm_pix_loss``: ``target = (patch - mean) / sqrt(var + 1e-6)``.
         """
-        t = patches.float()
-        if not self.num_pad_bands:
-            return t.mean(dim=-1, keepdim=True), t.var(dim=-1, keepdim=True)
-        B, q = t.shape[0], self.spatial_patch**2
-        t5 = self._split(t)  # (B, G, N, s, q)
-        v = self.band_valid[None, :, None, :, None].to(t.dtype)  # (1, G, 1, s, 1)
-        n = v.sum(dim=3, keepdim=True) * q  # (1, G, 1, 1, 1) real elements per token
-        mean = (t5 * v).sum(dim=(3, 4), keepdim=True) / n  # (B, G, N, 1, 1)
-        var = ((t5 - mean).square() * v).sum(dim=(3, 4), keepdim=True) / (n - 1).clamp_min(1.0)
-        mean, var = mean.reshape(B, self.num_patches, 1), var.reshape(B, self.num_patches, 1)
-        return mean, var
+        return self.patch_grid.patch_stats(patches, self.band_valid)
 
     # ------------------------------------------------------------------------------------------
     # masking, encoder, decoder
@@ -385,9 +313,8 @@ class MaskedAutoencoderViT(nn.Module):
             target = (target - mean) / (var + 1.0e-6).sqrt()  # padded bands: never scored
         band_valid = self.band_valid if self.num_pad_bands else None
         B = mask.shape[0]
-        return self.loss_fn(
-            self._split(pred), self._split(target), mask.reshape(B, self.num_groups, self.num_spatial), band_valid
-        )
+        split = self.patch_grid.split
+        return self.loss_fn(split(pred), split(target), mask.reshape(B, self.num_groups, self.num_spatial), band_valid)
 
     def forward(
         self, x: torch.Tensor, mask_ratio: float | None = None, generator: torch.Generator | None = None

@@ -61,8 +61,8 @@ MODES = ("full", "linear_probe")
 POOLS = ("avg", "cls")
 DECODER_KEYS = ("decoder", "mask_token")  # state-dict prefixes of the MAE's decoder side
 HEAD_KEYS = ("head.", "head_norm.")  # what the classifier adds; the only keys allowed to be missing
-# the geometry MaskedAutoencoderViT.patchify reads, copied from the MAE
-_GEOMETRY = ("num_bands", "image_size", "spatial_patch", "spectral_patch", "num_groups", "padded_bands",
+# the MAE's token geometry (what MaskedAutoencoderViT.patchify reads, and its figures), copied from the MAE
+_GEOMETRY = ("patch_grid", "num_bands", "image_size", "spatial_patch", "spectral_patch", "num_groups", "padded_bands",
              "num_pad_bands", "grid_size", "num_spatial", "num_patches", "patch_dim")
 
 
@@ -84,7 +84,6 @@ class MAEEncoderClassifier(nn.Module):
 
     # Borrowed from the MAE, so the token layout and the lr groups can never drift from pretraining.
     patchify = MaskedAutoencoderViT.patchify  # (B, C, H, W) -> (B, L, s*p*p)
-    _check_input = MaskedAutoencoderViT._check_input
     group_matcher = MaskedAutoencoderViT.group_matcher  # head, head_norm match nothing: top group
 
     def __init__(
