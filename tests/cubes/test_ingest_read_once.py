@@ -2,6 +2,7 @@
 (non-finite, unreadable) files into the report, and strict mode rolls the store back."""
 
 import os
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -312,3 +313,21 @@ def test_a_file_truncated_after_the_scan_is_rejected_with_its_reason(raw, tmp_pa
     [failed] = record["failed_files"]
     assert failed["file"] == "b.h5" and "Fix:" in failed["reason"]
     assert record["appended"] == 4  # a.h5's tiles
+
+
+def test_a_store_that_refuses_the_tiles_stops_the_reading_thread_at_once(raw, tmp_path):
+    from spectral_training.cubes.ingest_append import PRODUCER_THREAD
+    from spectral_training.cubes.store_schema import StoreSchemaError
+
+    for i in range(6):
+        write_hdf5_cube(raw / f"c{i}.h5", SHAPE, seed=i)
+    ingest_folder(raw, tmp_path / "cubes.h5", params())  # a store of 4 px tiles
+    try:
+        ingest_folder(raw, tmp_path / "cubes.h5", params(tile_size=2))
+    except StoreSchemaError as error:
+        # The error is held, as a caller (Kedro) holds it: its traceback keeps the frames that
+        # iterated the batches alive, and still the thread is gone.
+        assert "do not fit the store" in str(error)
+        assert not any(t.name == PRODUCER_THREAD for t in threading.enumerate())
+    else:
+        pytest.fail("tiles of another size were appended")

@@ -8,6 +8,7 @@ positioned reads and no HDF5 call, so that thread and the writes do not wait for
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -232,11 +233,15 @@ def _append(store: CubeStore, plan: IngestionPlan, params: IngestionParams) -> d
         }
 
     batches = _hashed(iter_tile_batches(plan, params, counters), info["hash_algorithm"])
-    store.append(run_ahead(batches, depth=BATCHES_AHEAD, name="ingest-tiles"), log_entry=record)
+    # Closed on the way out, also when the store raises: the thread stops at once, rather than
+    # when the exception's traceback lets go of the generator.
+    with contextlib.closing(run_ahead(batches, depth=BATCHES_AHEAD, name=PRODUCER_THREAD)) as ahead:
+        store.append(ahead, log_entry=record)
     return store.ingestion_log()[-1]
 
 
 BATCHES_AHEAD = 2  # tile batches made while the store writes one: memory holds ~3 batches and one source
+PRODUCER_THREAD = "ingest-tiles"
 
 
 def _hashed(batches: Iterable[TileBatch], algorithm: str) -> Iterator[TileBatch]:

@@ -7,6 +7,7 @@ and compiled copies, which release the GIL) go on while the store writes the cur
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
@@ -30,7 +31,9 @@ def run_ahead(items: Iterable[T], depth: int = 2, name: str = "run-ahead") -> It
     every item produced before it. When the consumer stops early (an exception, a ``break``, the
     generator closed), the producer stops before its next item: the one it is making is finished
     and dropped, and ``items`` is closed on the producer's thread (its ``finally`` blocks run
-    there). The thread has ended when this generator has.
+    there). The thread has ended when this generator has: close it when the consumer may stop
+    on an exception (``contextlib.closing``), since a traceback the caller keeps also keeps an
+    unfinished generator, and its thread, alive.
     """
     if depth < 1:
         raise ValueError(f"depth must be at least 1 item, got {depth}")
@@ -73,4 +76,5 @@ def run_ahead(items: Iterable[T], depth: int = 2, name: str = "run-ahead") -> It
             yield message
     finally:
         stop.set()
-        thread.join()
+        if not sys.is_finalizing():  # at interpreter exit a daemon thread may never run again
+            thread.join()
