@@ -131,10 +131,10 @@ _SELECT_BINS_LOG2 = 12  # 4096 bins: a 20,000-pixel band leaves ~5 values per bi
 
 
 @njit(nogil=True, cache=True)
-def _select_ranks(keys, ranks, out):
-    """The values of rank ``ranks`` (sorted ascending) among the int32 ``keys`` of one row, as
-    keys, by one histogram of the keys' high bits and a sort of the few keys in the bins hit."""
-    low, high = keys.min(), keys.max()
+def _select_ranks(keys, low, high, ranks, out):
+    """The values of rank ``ranks`` (sorted ascending) among the int32 ``keys`` of one row (whose
+    least and greatest are ``low`` and ``high``), as keys: one histogram of the keys' high bits,
+    then one sort of the few keys in each bin hit (ranks in the same bin share it)."""
     span = np.int64(high) - np.int64(low)
     shift = 0
     while (span >> shift) >= (1 << _SELECT_BINS_LOG2):
@@ -144,19 +144,20 @@ def _select_ranks(keys, ranks, out):
         counts[((np.int64(key) - low) >> shift) + 1] += 1
     for b in range(1, len(counts)):
         counts[b] += counts[b - 1]  # counts[b]: keys in the bins before bin b
+    members = np.empty(0, dtype=keys.dtype)
+    members_bin = -1
     for r in range(len(ranks)):
         rank = ranks[r]
-        if r > 0 and rank == ranks[r - 1]:
-            out[r] = out[r - 1]
-            continue
         b = np.searchsorted(counts, rank, side="right") - 1  # the bin that holds the rank
-        members = np.empty(counts[b + 1] - counts[b], dtype=keys.dtype)
-        m = 0
-        for key in keys:
-            if ((np.int64(key) - low) >> shift) == b:
-                members[m] = key
-                m += 1
-        members.sort()
+        if b != members_bin:  # the rank pairs of a percentile mostly fall in one bin
+            members = np.empty(counts[b + 1] - counts[b], dtype=keys.dtype)
+            m = 0
+            for key in keys:
+                if ((np.int64(key) - low) >> shift) == b:
+                    members[m] = key
+                    m += 1
+            members.sort()
+            members_bin = b
         out[r] = members[rank - counts[b]]
 
 
@@ -174,9 +175,13 @@ def _rows_percentiles(values, n, fractions, out):
     keys = np.empty(n, dtype=np.int32)
     selected = np.empty(len(ranks), dtype=np.int32)
     for i in range(num_rows):
-        for j in range(n):
-            keys[j] = _ordered_key(bits[i, j])
-        _select_ranks(keys, sorted_ranks, selected)
+        low = high = _ordered_key(bits[i, 0])
+        for j in range(n):  # keys, least and greatest in one pass (integer selects vectorise)
+            key = _ordered_key(bits[i, j])
+            keys[j] = key
+            low = key if key < low else low
+            high = key if key > high else high
+        _select_ranks(keys, low, high, sorted_ranks, selected)
         found = np.empty(len(ranks), dtype=np.int32)
         for r in range(len(ranks)):
             found[order[r]] = _ordered_key(selected[r])  # back to float32 bit patterns
