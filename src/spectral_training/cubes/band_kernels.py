@@ -134,7 +134,7 @@ _SELECT_BINS_LOG2 = 12  # 4096 bins: a 20,000-pixel band leaves ~5 values per bi
 def _select_ranks(keys, low, high, ranks, out):
     """The values of rank ``ranks`` (sorted ascending) among the int32 ``keys`` of one row (whose
     least and greatest are ``low`` and ``high``), as keys: one histogram of the keys' high bits,
-    then one sort of the few keys in each bin hit (ranks in the same bin share it)."""
+    then one more pass that gathers the keys of the bins the ranks fall in, each bin sorted."""
     span = np.int64(high) - np.int64(low)
     shift = 0
     while (span >> shift) >= (1 << _SELECT_BINS_LOG2):
@@ -144,21 +144,32 @@ def _select_ranks(keys, low, high, ranks, out):
         counts[((np.int64(key) - low) >> shift) + 1] += 1
     for b in range(1, len(counts)):
         counts[b] += counts[b - 1]  # counts[b]: keys in the bins before bin b
-    members = np.empty(0, dtype=keys.dtype)
-    members_bin = -1
+    bins = np.empty(len(ranks), dtype=np.int64)
     for r in range(len(ranks)):
-        rank = ranks[r]
-        b = np.searchsorted(counts, rank, side="right") - 1  # the bin that holds the rank
-        if b != members_bin:  # the rank pairs of a percentile mostly fall in one bin
-            members = np.empty(counts[b + 1] - counts[b], dtype=keys.dtype)
-            m = 0
-            for key in keys:
-                if ((np.int64(key) - low) >> shift) == b:
-                    members[m] = key
-                    m += 1
-            members.sort()
-            members_bin = b
-        out[r] = members[rank - counts[b]]
+        bins[r] = np.searchsorted(counts, ranks[r], side="right") - 1  # the bin that holds the rank
+    # the bins hit (a percentile's rank pair mostly shares one), each given a segment of `members`
+    slot_of_bin = np.full(len(counts), -1, dtype=np.int64)
+    starts = np.empty(len(ranks) + 1, dtype=np.int64)
+    slots = 0
+    starts[0] = 0
+    for r in range(len(ranks)):
+        b = bins[r]
+        if slot_of_bin[b] < 0:
+            slot_of_bin[b] = slots
+            starts[slots + 1] = starts[slots] + counts[b + 1] - counts[b]
+            slots += 1
+    members = np.empty(starts[slots], dtype=keys.dtype)
+    filled = starts[:slots].copy()
+    for key in keys:
+        slot = slot_of_bin[(np.int64(key) - low) >> shift]
+        if slot >= 0:
+            members[filled[slot]] = key
+            filled[slot] += 1
+    for slot in range(slots):
+        members[starts[slot] : starts[slot + 1]].sort()
+    for r in range(len(ranks)):
+        b = bins[r]
+        out[r] = members[starts[slot_of_bin[b]] + ranks[r] - counts[b]]
 
 
 @njit(nogil=True, cache=True)
