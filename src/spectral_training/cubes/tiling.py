@@ -28,36 +28,16 @@ def tile_windows(height: int, width: int, tile: int, stride: int) -> np.ndarray:
 
 
 @njit(nogil=True, error_model="numpy", cache=True)
-def _cut_windows(cube, windows, out):
-    channels, height, width = cube.shape
-    source, target = cube.reshape(-1), out.reshape(-1)
-    # Unsigned indices: numba then leaves out the negative-index wrap-around, whose branch keeps
-    # LLVM from vectorising the copy of each row (2.8 ms against numpy's 4.1 ms for 16 MB here).
-    size = np.uint64(windows[0, 2]) if len(windows) else np.uint64(0)
-    at = np.uint64(0)
-    for k in range(len(windows)):
-        top, left = np.uint64(windows[k, 0]), np.uint64(windows[k, 1])
-        for c in range(np.uint64(channels)):
-            for i in range(size):
-                start = (c * np.uint64(height) + top + i) * np.uint64(width) + left
-                for j in range(size):
-                    target[at + j] = source[start + j]
-                at += size
-
-
-@njit(nogil=True, error_model="numpy", cache=True)
-def _cut_slab(slab, first_band, windows, scale, out):
-    """Copy bands ``first_band ...`` of every window from a (b, H, W) slab of consecutive band
-    planes, of any numeric dtype, into ``out[:, first_band:first_band + b]`` as float32 (times
-    ``scale`` when it is not 1); return the slab's count of NaN/Inf values, each pixel counted
-    once however many windows hold it."""
-    bands, height, width = slab.shape
-    source = slab.reshape(-1)
-    nonfinite = 0
-    for x in range(np.uint64(source.size)):
-        nonfinite += not abs(np.float32(source[x])) < np.inf  # False for NaN and for Inf
+def _copy_windows(planes, first_band, windows, scale, out):
+    """Copy bands ``first_band ...`` of every window from (b, H, W) consecutive band planes, of
+    any numeric dtype, into ``out[:, first_band:first_band + b]`` as float32 (times ``scale``
+    when it is not 1)."""
+    bands, height, width = planes.shape
+    source = planes.reshape(-1)
     scaled = scale != 1.0
     factor = np.float32(scale)
+    # Unsigned indices: numba then leaves out the negative-index wrap-around, whose branch keeps
+    # LLVM from vectorising the copy of each row. Band by band, so each plane is read while in cache.
     size = np.uint64(windows[0, 2]) if len(windows) else np.uint64(0)
     plane = np.uint64(height) * np.uint64(width)
     for b in range(np.uint64(bands)):
@@ -69,6 +49,17 @@ def _cut_slab(slab, first_band, windows, scale, out):
                 for j in range(size):
                     value = np.float32(source[start + j])
                     target[at + j] = value * factor if scaled else value
+
+
+@njit(nogil=True, error_model="numpy", cache=True)
+def _cut_slab(slab, first_band, windows, scale, out):
+    """:func:`_copy_windows` of a slab of band planes, and the slab's count of NaN/Inf values,
+    each pixel counted once however many windows hold it."""
+    source = slab.reshape(-1)
+    nonfinite = 0
+    for x in range(np.uint64(source.size)):
+        nonfinite += not abs(np.float32(source[x])) < np.inf  # False for NaN and for Inf
+    _copy_windows(slab, first_band, windows, scale, out)
     return nonfinite
 
 
@@ -78,7 +69,7 @@ def cut(cube: np.ndarray, windows: np.ndarray) -> np.ndarray:
     than the first, is a ValueError naming it."""
     windows, t = checked_windows(windows, *cube.shape[1:])
     out = np.empty((len(windows), cube.shape[0], t, t), dtype=np.float32)
-    _cut_windows(np.ascontiguousarray(cube), windows, out)
+    _copy_windows(np.ascontiguousarray(cube), 0, windows, 1.0, out)
     return out
 
 
