@@ -64,7 +64,7 @@ class PlainPixels:
     """Where a cube lies in its file as plain bytes: C-contiguous ``(C, H, W)`` values of
     ``dtype`` (native byte order) from byte ``offset``, found when the file had ``file_size``
     bytes and was last modified at ``file_mtime_ns``. A reader trusts the offset only while the
-    file still has that size and time (:func:`.readers.read_plain_cube`); a changed file is read
+    file still has that size and time (:mod:`.plain_reads`); a changed file is read
     through its format again, with every check."""
 
     offset: int

@@ -16,6 +16,7 @@ import numpy as np
 from .cube_checks import CubeFileError
 from .cube_headers import PlainPixels
 from .pread import pread_exact
+from .readers import _apply_scale
 from .tiling import _cut_slab, checked_windows
 
 
@@ -48,7 +49,8 @@ def _read_at(fd: int, values: np.ndarray, offset: int, path: Path) -> None:
 
 
 def _scale_of(dtype: np.dtype, scale: float | None) -> float:
-    """The factor :func:`.readers.read_cube` applies: ``scale`` for integer data, else 1."""
+    """The factor :func:`.readers._apply_scale` applies, for the compiled copy: ``scale`` for
+    integer data, else 1."""
     return float(scale) if scale is not None and dtype.kind in "iu" else 1.0
 
 
@@ -70,9 +72,7 @@ def read_plain_cube(path: str | Path, shape: Sequence[int], plain: PlainPixels, 
         values = np.empty(tuple(shape), dtype=dtype)
         _read_at(fd, values, plain.offset, path)
     data = values if dtype == np.float32 else values.astype(np.float32)
-    factor = _scale_of(dtype, scale)
-    if factor != 1.0:
-        data *= np.float32(factor)
+    _apply_scale(data, dtype, scale)
     return data
 
 
